@@ -1,0 +1,1 @@
+"""Benchmarks, each compared with a peer measured in the same run (`kfusion bench NAME`)."""
