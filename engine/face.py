@@ -123,3 +123,18 @@ def to_canonical(frames: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray,
         canon[t] = apply_similarity(f, p)
         poses[t] = invert_similarity(p)
     return canon, poses
+
+
+def apply_head_motion(canonical: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Move canonical shapes (..., 68, 2) by head motion (..., 4) = [log_scale, angle, dx, dy].
+
+    The motion turns and scales about the canonical centre, then shifts by (dx, dy) px:
+    x' = s R (x - c) + c + d. Zero head motion leaves the shape where it is.
+    """
+    c = np.asarray(CANONICAL_CENTRE_PX)
+    s = np.exp(head[..., 0])[..., None, None]
+    cos, sin = np.cos(head[..., 1])[..., None], np.sin(head[..., 1])[..., None]
+    x = canonical[..., 0] - c[0]
+    y = canonical[..., 1] - c[1]
+    out = np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1) * s
+    return out + c + head[..., None, 2:4]
