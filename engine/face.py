@@ -53,8 +53,8 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if var_s <= 0:
         raise ValueError("cannot fit a similarity to a degenerate point set")
     # For 2-D similarity the optimum is closed form in complex numbers: d = a * s, a = s*R.
-    a = (s0[:, 0] * d0[:, 0] + s0[:, 1] * d0[:, 1]) / var_s
-    b = (s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]) / var_s
+    a = float((s0[:, 0] * d0[:, 0] + s0[:, 1] * d0[:, 1]).sum() / var_s)
+    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum() / var_s)
     scale = float(np.hypot(a, b))
     angle = float(np.arctan2(b, a))
     rot = np.array([[a, -b], [b, a]])
