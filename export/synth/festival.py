@@ -1,0 +1,113 @@
+"""Festival TTS with exact phoneme timings: many utterances per festival process, 16 kHz float32 out.
+
+`synthesize(requests, workdir)` -> list of (audio (N,) float32 at 16 kHz, phones [(phone, start_s, end_s)]).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from engine.config import SAMPLE_RATE_HZ
+
+VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+# Mean/std F0 that festival's linear-regression intonation model targets for each diphone voice.
+DIPHONE_F0_HZ = {"kal_diphone": (105.0, 14.0), "ked_diphone": (110.0, 16.0)}
+FESTIVAL_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class TtsRequest:
+    """One utterance: text, voice, rate factor (>1 slower), pitch shift in semitones, F0 range factor."""
+
+    text: str
+    voice: str
+    duration_stretch: float = 1.0
+    pitch_semitones: float = 0.0
+    f0_range: float = 1.0
+
+    def __post_init__(self):
+        if self.voice not in VOICES:
+            raise ValueError(f"voice must be one of {VOICES}, got {self.voice!r}")
+        if not 0.5 <= self.duration_stretch <= 2.0:
+            raise ValueError(f"duration_stretch must be in [0.5, 2], got {self.duration_stretch}")
+        if '"' in self.text or "\\" in self.text or not self.text.strip():
+            raise ValueError(f"text must be non-empty without double quotes or backslashes, got {self.text!r}")
+
+
+def _scheme(req: TtsRequest, wav: Path, segs: Path) -> str:
+    lines = [f"(voice_{req.voice})"]
+    if req.voice in DIPHONE_F0_HZ:
+        mean, std = DIPHONE_F0_HZ[req.voice]
+        mean *= 2.0 ** (req.pitch_semitones / 12.0)
+        lines.append(f"(Parameter.set 'Duration_Stretch {req.duration_stretch:.4f})")
+        lines.append(f"(set! int_lr_params '((target_f0_mean {mean:.2f}) (target_f0_std {std * req.f0_range:.2f})"
+                     " (model_f0_mean 170) (model_f0_std 34)))")
+    else:  # HTS: the engine's own speed option; pitch is shifted afterwards (see _pitch_shift)
+        lines.append("(set! hts_engine_params (append cmu_us_slt_arctic_hts::hts_engine_params "
+                     f"(list '(\"-r\" {1.0 / req.duration_stretch:.4f}))))")
+    lines += [
+        f'(set! utt (Utterance Text "{req.text}"))',
+        "(utt.synth utt)",
+        f"(utt.save.wave utt \"{wav}\" 'riff)",
+        f'(utt.save.segs utt "{segs}")',
+    ]
+    return "\n".join(lines)
+
+
+def read_segs(path: Path) -> list[tuple[str, float, float]]:
+    """festival .segs (end time, 100, phone per line after a '#') -> [(phone, start_s, end_s)]."""
+    phones, start = [], 0.0
+    body = path.read_text().split("#", 1)[-1]
+    for line in body.strip().splitlines():
+        end_s, _, phone = line.split()
+        end = float(end_s)
+        phones.append((phone, start, end))
+        start = end
+    if not phones:
+        raise ValueError(f"{path} holds no phone segments")
+    return phones
+
+
+def _pitch_shift(y: np.ndarray, sr: int, semitones: float, workdir: Path) -> np.ndarray:
+    """Time-preserving pitch shift with sox (WSOLA), used for the HTS voice."""
+    src, dst = workdir / "ps_in.wav", workdir / "ps_out.wav"
+    sf.write(src, y, sr, subtype="FLOAT")
+    # -D: no dither, so the same input always gives the same output
+    subprocess.run(["sox", "-D", str(src), "-e", "floating-point", "-b", "32", str(dst), "pitch",
+                    f"{100.0 * semitones:.1f}"], check=True, capture_output=True)
+    out, _ = sf.read(dst, dtype="float32")
+    return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
+
+
+def synthesize(requests: list[TtsRequest], workdir: Path) -> list[tuple[np.ndarray, list]]:
+    """Run one festival process over all requests; returns (audio at 16 kHz float32, phones) each."""
+    exe = shutil.which("festival")
+    if exe is None:
+        raise FileNotFoundError("festival is not installed (Debian packages festival, festvox-*)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = "\n".join(_scheme(r, workdir / f"u{i}.wav", workdir / f"u{i}.segs")
+                       for i, r in enumerate(requests))
+    (workdir / "batch.scm").write_text(script + "\n")
+    proc = subprocess.run([exe, "-b", str(workdir / "batch.scm")], check=False, capture_output=True, text=True,
+                          timeout=FESTIVAL_TIMEOUT_S)
+    out = []
+    for i, req in enumerate(requests):
+        wav, segs = workdir / f"u{i}.wav", workdir / f"u{i}.segs"
+        if not wav.is_file() or not segs.is_file():
+            raise RuntimeError(f"festival made no output for {req.text!r}: {proc.stderr[-400:]}")
+        y, sr = sf.read(wav, dtype="float32")
+        if abs(req.pitch_semitones) > 0.05 and req.voice not in DIPHONE_F0_HZ:
+            y = _pitch_shift(y, sr, req.pitch_semitones, workdir)
+        if sr != SAMPLE_RATE_HZ:
+            y = soxr.resample(y, sr, SAMPLE_RATE_HZ).astype(np.float32)
+        out.append((y, read_segs(segs)))
+        wav.unlink()
+        segs.unlink()
+    return out
