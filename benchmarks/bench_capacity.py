@@ -1,0 +1,189 @@
+"""How many live 30 fps streams one server process keeps in real time: the largest N with server p99 within
+50 ms and no frame late, dropped or lost. Peer (same run): the same search with batching off (max_batch=1).
+
+Usage: kfusion bench capacity [--max 256] [--seconds 8] [--client-procs 2] [--json out.json]
+Real websocket clients in a few separate processes (each driving many asyncio streams) send real speech
+paced in real time in 20 ms chunks; they share the machine's CPUs with the server. The search doubles N
+(or halves it) from --start until a trial fails (passes), then bisects down to --resolution streams; the
+batched and unbatched searches take turns, trial by trial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import resource
+import time
+
+log = logging.getLogger("kfusion.bench.capacity")
+
+SERVER_P99_TARGET_MS = 50.0
+CHUNK_MS = 20
+SETTLE_S = 1.0  # between trials: let the previous clients' sockets close
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int) -> dict:
+    """One server (in this process) under n client streams for `seconds`; verdict and figures."""
+    from benchmarks.load_clients import run_clients, summarize
+    from engine.server import LandmarkServer
+
+    server = LandmarkServer(cfg, session=session)
+    await server.start()
+    url = f"ws://{cfg.host}:{server.port}/ws"
+    load1 = os.getloadavg()[0]
+    mark: list[float] = []
+    try:
+        results, client_cpu = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: run_clients(url, n, seconds, n_procs, CHUNK_MS, seed,
+                                      on_go=lambda: mark.extend((time.perf_counter(), _cpu_s()))))
+    finally:
+        wall, cpu = (time.perf_counter() - mark[0], _cpu_s() - mark[1]) if mark else (1.0, 0.0)
+        calls, rows = server.batcher.calls, server.batcher.rows
+        await server.stop()
+    s = summarize(results, seconds, CHUNK_MS, session.meta.lookahead_ms, SERVER_P99_TARGET_MS)
+    p99 = s["server_ms"]["p99"]
+    reasons = []
+    if s["n_errors"]:
+        reasons.append(f"{s['n_errors']} streams failed: {s['errors'][:2]}")
+    if p99 is None or p99 > SERVER_P99_TARGET_MS:
+        reasons.append(f"server p99 {p99} ms > {SERVER_P99_TARGET_MS} ms")
+    for key in ("dropped", "late", "lost"):
+        if s[key]:
+            reasons.append(f"{s[key]} frames {key}")
+    s.update(ok=not reasons, why=reasons, load1_at_start=round(load1, 2),
+             server_cpu_share=round(cpu / wall, 3), client_cpu_share=round(client_cpu / wall, 3),
+             batches={"calls": calls, "mean_rows": round(rows / max(1, calls), 2)})
+    return s
+
+
+def _plan(start: int, max_streams: int, resolution: int):
+    """The search as a generator: yields the next N to try, is sent whether it passed, returns (good, bad).
+
+    Doubles (or halves) from `start` until a trial fails (passes), then bisects down to `resolution`.
+    """
+    good, bad, n = 0, None, min(start, max_streams)
+    if (yield n):  # double up to the first failure (or the maximum) ...
+        good = n
+        while bad is None and n < max_streams:
+            n = min(2 * n, max_streams)
+            if (yield n):
+                good = n
+            else:
+                bad = n
+    else:  # ... or halve down to the first success
+        bad = n
+        while good == 0 and n > 1:
+            n //= 2
+            if (yield n):
+                good = n
+            else:
+                bad = n
+    while bad is not None and bad - good > resolution:
+        mid = (good + bad) // 2
+        if (yield mid):
+            good = mid
+        else:
+            bad = mid
+    return good, bad
+
+
+async def _main(args) -> dict:
+    """Both searches (batched and the unbatched peer) in alternating trials, so that both see the same
+    background load on a shared machine."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from engine.batcher import warm_up
+    from engine.config import EngineConfig
+    from engine.session import ModelSession
+
+    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, 2 * args.max),
+                        providers="cpu")
+    session = ModelSession(base.model_path, base.providers)
+    warm_up(session)
+    configs = {"batched": base, "unbatched": replace(base, max_batch=1)}
+    plans = {label: _plan(args.start, args.max, args.resolution) for label in configs}
+    next_n = {label: next(plan) for label, plan in plans.items()}
+    out: dict = {label: {"trials": {}} for label in configs}
+    with tqdm(desc="capacity trials", unit="trial") as bar:
+        while next_n:
+            for label in list(next_n):
+                n = next_n[label]
+                bar.set_postfix_str(f"{label}: {n} streams")
+                t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n)
+                out[label]["trials"][str(n)] = t
+                bar.update(1)
+                log.info("%s %d streams: %s (server p99 %s ms, lag p99 %s ms, server cpu %.2f) %s", label, n,
+                         "ok" if t["ok"] else "FAIL", t["server_ms"]["p99"], t["audio_lag_ms"]["p99"],
+                         t["server_cpu_share"], "; ".join(t["why"]))
+                await asyncio.sleep(SETTLE_S)
+                try:
+                    next_n[label] = plans[label].send(t["ok"])
+                except StopIteration as done:
+                    out[label]["capacity"], out[label]["first_failing"] = done.value
+                    del next_n[label]
+    out["lookahead_ms"] = session.meta.lookahead_ms
+    out["model_version"] = session.meta.model_version
+    return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--max", type=int, default=256, help="largest number of streams to try")
+    p.add_argument("--start", type=int, default=16,
+                   help="first trial's streams (doubled until a trial fails, halved until one passes)")
+    p.add_argument("--resolution", type=int, default=2, help="stop bisecting when the bracket is this narrow")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of each trial")
+    p.add_argument("--client-procs", type=int, default=2, help="client processes (each drives many streams)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0)
+    p.add_argument("--port", type=int, default=8792)
+    p.add_argument("--json", help="write the results here")
+
+
+def run(args) -> int:
+    if args.max < 1 or args.start < 1 or args.seconds <= 0 or args.client_procs < 1 or args.resolution < 1:
+        raise ValueError("--max, --start, --client-procs and --resolution must be >= 1 and --seconds > 0, got "
+                         f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("kfusion.server").setLevel(logging.WARNING)
+    logging.getLogger("kfusion").setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    load1 = os.getloadavg()[0]
+    r = asyncio.run(_main(args))
+    b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
+    best = r["batched"]["trials"].get(str(b), {}) if b else {}
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
+                    "python": platform.python_version()},
+        "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, "seconds": args.seconds,
+                     "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
+                     "batch_wait_ms": args.batch_wait_ms, "server_p99_target_ms": SERVER_P99_TARGET_MS,
+                     "model": r["model_version"], "lookahead_ms": r["lookahead_ms"],
+                     "clients": "real websocket streams of real speech, paced in real time, in "
+                                f"{args.client_procs} client processes on the same CPUs as the server"},
+        "capacity_streams": b,
+        "peer_unbatched_capacity_streams": u,
+        "ratio_batched_to_unbatched": round(b / u, 2) if u else None,
+        "at_capacity": {k: best.get(k) for k in ("server_ms", "audio_lag_ms", "end_to_end_ms", "batches",
+                                                  "server_cpu_share", "client_cpu_share")},
+        "batched": r["batched"],
+        "unbatched": r["unbatched"],
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    print(f"capacity: {b} streams batched, {u} unbatched (max_batch=1): ratio "
+          f"{out['ratio_batched_to_unbatched']}; server p99 at capacity "
+          f"{(best.get('server_ms') or {}).get('p99')} ms")
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    return 0 if b > 0 else 1

@@ -1,0 +1,101 @@
+"""Load generator shared by `kfusion bench capacity` and the soak test: a few client processes, each driving
+many asyncio websocket streams of real speech paced in real time (bench_latency's client process).
+
+    results, client_cpu_s = run_clients("ws://127.0.0.1:8765/ws", n_streams=64, seconds=10, n_procs=2)
+    summary = summarize(results, seconds=10, chunk_ms=20, lookahead_ms=80, late_budget_ms=50)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+
+DEFAULT_CLIENT_PROCS = 2  # client processes share the server's 2 vCPUs: keep them few
+RESULT_TIMEOUT_EXTRA_S = 120.0
+CLIENT_READY_TIMEOUT_S = 120.0
+
+
+def split_streams(n_streams: int, n_procs: int) -> list[int]:
+    """Streams per client process, as even as possible (no process without a stream)."""
+    if n_streams < 1 or n_procs < 1:
+        raise ValueError(f"n_streams and n_procs must be >= 1, got {n_streams} and {n_procs}")
+    n_procs = min(n_procs, n_streams)
+    return [n_streams // n_procs + (1 if i < n_streams % n_procs else 0) for i in range(n_procs)]
+
+
+def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT_CLIENT_PROCS,
+                chunk_ms: int = 20, seed: int = 0, on_go=None) -> tuple[list[dict], float]:
+    """Blocking: spawn the client processes, start them together, return (one dict per stream, client CPU s).
+
+    Each dict holds `frames`, `expected` (end.frames), `dropped`, `close`, `error` and per-frame lists
+    `server` (ms, frame header send - recv), `e2e` (ms) and `lag` (ms, speech instant -> arrival), in
+    arrival order. on_go(): called once every process has started and prepared its audio, just before
+    the streams begin.
+    """
+    from benchmarks.bench_latency import _client_proc
+
+    ctx = mp.get_context("spawn")
+    q, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
+    per = split_streams(n_streams, n_procs)
+    procs = [ctx.Process(target=_client_proc, args=(url, k, seconds, chunk_ms, seed * 1000 + i, q, ready, go),
+                         daemon=True) for i, k in enumerate(per)]
+    for p in procs:
+        p.start()
+    results: list[dict] = []
+    cpu_s = 0.0
+    try:
+        for _ in procs:
+            if not ready.acquire(True, CLIENT_READY_TIMEOUT_S):
+                raise ValueError(f"a client process was not ready within {CLIENT_READY_TIMEOUT_S} s")
+        if on_go is not None:
+            on_go()
+        go.set()
+        for _ in procs:
+            got = q.get(True, seconds + RESULT_TIMEOUT_EXTRA_S)
+            results.extend(got["streams"])
+            cpu_s += got["cpu_s"]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    return results, cpu_s
+
+
+def pcts(values) -> dict:
+    v = np.asarray(values, np.float64)
+    if not v.size:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    return {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3),
+            "max": round(float(v.max()), 3), "n": int(v.size)}
+
+
+def summarize(results: list[dict], seconds: float, chunk_ms: int, lookahead_ms: float,
+              late_budget_ms: float, fps: int = 30, sample_rate_hz: int = 16_000) -> dict:
+    """Totals and percentiles over every stream. A frame is late when its audio lag exceeds
+    chunk_ms + lookahead_ms + late_budget_ms; a frame is lost when a stream got fewer than its audio makes."""
+    from engine import timing
+
+    n_chunks = int(seconds * 1000 / chunk_ms)
+    per_stream = timing.n_frames(n_chunks * (sample_rate_hz * chunk_ms // 1000), fps)
+    ok = [r for r in results if not r.get("error")]
+    cat = lambda key: [v for r in ok for v in r[key]]
+    lag = cat("lag")
+    budget = chunk_ms + lookahead_ms + late_budget_ms
+    frames = int(sum(r["frames"] for r in ok))
+    return {
+        "streams": len(results),
+        "errors": [r["error"] for r in results if r.get("error")][:5],
+        "n_errors": sum(1 for r in results if r.get("error")),
+        "frames": frames,
+        "frames_expected": per_stream * len(results),
+        "lost": per_stream * len(results) - frames,
+        "dropped": int(sum(r["dropped"] for r in ok)),
+        "late": int(sum(v > budget for v in lag)),
+        "late_budget_ms": budget,
+        "server_ms": pcts(cat("server")),
+        "end_to_end_ms": pcts(cat("e2e")),
+        "audio_lag_ms": pcts(lag),
+    }
