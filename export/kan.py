@@ -1,0 +1,83 @@
+"""B-spline KAN layer in the spirit of efficient-kan's KANLinear, written so that it exports to ONNX.
+
+The grid is uniform, so the Cox-de Boor recursion has constant denominators and the knot interval of
+each input comes from two comparisons; every op is a plain elementwise/matmul op at opset 17.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def uniform_knots(grid_size: int, spline_order: int, grid_range: tuple[float, float]) -> torch.Tensor:
+    """Knots of a uniform grid over grid_range, extended by spline_order intervals on each side."""
+    lo, hi = grid_range
+    if not hi > lo:
+        raise ValueError(f"grid_range must be increasing, got {grid_range}")
+    if grid_size < 1 or spline_order < 0:
+        raise ValueError(f"grid_size must be >= 1 and spline_order >= 0, got {grid_size}, {spline_order}")
+    h = (hi - lo) / grid_size
+    steps = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float32)
+    return steps * h + lo  # (grid_size + 2 * spline_order + 1,)
+
+
+def b_spline_bases(x: torch.Tensor, knots: torch.Tensor, spline_order: int, step: float) -> torch.Tensor:
+    """B-spline bases of order `spline_order` on a uniform knot vector: (..., n) -> (..., n, G + k).
+
+    Order 0: 1 where knots[j] <= x < knots[j+1]. Each Cox-de Boor step divides by j * step, a constant.
+    """
+    xe = x.unsqueeze(-1)  # (..., n, 1)
+    bases = ((xe >= knots[:-1]) & (xe < knots[1:])).to(x.dtype)  # (..., n, n_knots - 1)
+    for j in range(1, spline_order + 1):
+        left = (xe - knots[: -(j + 1)]) * bases[..., :-1]
+        right = (knots[j + 1:] - xe) * bases[..., 1:]
+        bases = (left + right) / (j * step)
+    return bases
+
+
+class KANLinear(nn.Module):
+    """y = W_base silu(x) + sum_i sum_c w_{o,i,c} B_c(x_i): a learnable B-spline per input-output edge."""
+
+    def __init__(self, in_features: int, out_features: int, grid_size: int = 5, spline_order: int = 3,
+                 grid_range: tuple[float, float] = (-2.0, 2.0), scale_noise: float = 0.1,
+                 scale_base: float = 1.0, scale_spline: float = 1.0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+        self.step = (grid_range[1] - grid_range[0]) / grid_size
+        self.register_buffer("knots", uniform_knots(grid_size, spline_order, grid_range))
+        n_bases = grid_size + spline_order
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, n_bases))
+        self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features))
+        self.scale_noise, self.scale_base, self.scale_spline = scale_noise, scale_base, scale_spline
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
+        with torch.no_grad():
+            # small random splines, as efficient-kan starts from noise scaled by 1 / grid_size
+            noise = (torch.rand_like(self.spline_weight) - 0.5) * self.scale_noise / self.grid_size
+            self.spline_weight.copy_(noise)
+        nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
+
+    def bases(self, x: torch.Tensor) -> torch.Tensor:
+        return b_spline_bases(x, self.knots, self.spline_order, self.step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"KANLinear expects {self.in_features} input features, got {x.shape[-1]}")
+        base = F.linear(F.silu(x), self.base_weight)
+        weight = (self.spline_weight * self.spline_scaler.unsqueeze(-1)).flatten(1)  # (out, in * n_bases)
+        spline = F.linear(self.bases(x).flatten(-2), weight)
+        return base + spline
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Mean absolute spline weight (efficient-kan's L1 term, without the entropy part)."""
+        return self.spline_weight.abs().mean()
