@@ -52,6 +52,7 @@ class TrainConfig:
     kan_reg_weight: float = 1e-4
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
+    init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
     eval_every: int = 100
     max_minutes: float = 55.0  # > 0: stop (and keep the best checkpoint) after this much wall time
 
@@ -123,13 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
     parser.add_argument("--out", default=None, help=f"run folder (default {DEFAULT_OUT}, or ..._offline)")
     parser.add_argument("--resume", help="continue from this checkpoint (same config)")
+    parser.add_argument("--init-from", dest="init_from", help="start from this checkpoint's weights (same dims)")
 
 
 def run(args: argparse.Namespace) -> int:
     dims = {k: getattr(args, k) for k in ("lookahead_ms", "window_hops", "global_hidden")
             if getattr(args, k) is not None}
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
-                                          "pack_root", "max_minutes", "eval_every", "pack_fraction")}
+                                          "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -306,6 +308,10 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
     model = KFusion(cfg.dims)
     for name in ("feat_mean", "feat_std", "disp_mean", "disp_std", "head_mean", "head_std"):
         getattr(model, name).copy_(torch.from_numpy(getattr(norm, name)))
+    if cfg.init_from:
+        ck = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["state_dict"])  # includes its normaliser: same features, same targets
+        log.info("initialised from %s", cfg.init_from)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = BatchSampler(pools, cfg.crop_frames, cfg.batch_size, cfg.seed + 1000 * rank, cfg.emotion_dropout)

@@ -1,6 +1,6 @@
 """`kfusion synth`: a phoneme-timed synthetic speech + landmark corpus in the pack's on-disk format.
 
-Usage: kfusion synth --minutes 90 --out /work/cache/synth --seed 1 --jobs 2 [--render 4]
+Usage: kfusion synth --minutes 90 --out /work/cache/synth --seed 1 --jobs 2 [--render 4] [--engine espeak]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ PROSODY = {"neutral": (1.0, 0.0, 1.0, 0.0, 1.0), "happy": (0.93, 2.5, 1.5, 2.0, 
            "sad": (1.18, -2.0, 0.6, -5.0, 0.8), "angry": (0.9, 1.0, 1.4, 4.0, 1.15),
            "surprised": (0.97, 4.0, 1.8, 2.0, 1.1)}
 EMOTIONS_ORDER = tuple(EMOTION_WEIGHTS)
+ENGINES = ("festival", "espeak", "both")
 TARGET_RMS_DBFS = -22.0
 PEAK_LIMIT = 0.97
 
@@ -45,20 +46,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-model", type=Path, default=None,
                    help="fitted face model cache (.npz); default OUT/face_model.npz")
     p.add_argument("--render", type=int, default=0, help="also render this many clips to OUT/renders/*.mp4")
+    p.add_argument("--engine", choices=ENGINES, default="festival",
+                   help="TTS: festival, espeak (libespeak-ng) or both (alternating utterances)")
 
 
-def utterance_spec(seed: int, index: int, n_identities: int) -> dict:
+def _engine_of(engine: str, index: int) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return ("festival", "espeak")[index % 2] if engine == "both" else engine
+
+
+def _voices(engine: str) -> tuple[str, ...]:
+    from export.synth import espeak, festival
+
+    return {"festival": festival.VOICES, "espeak": espeak.VOICES,
+            "both": festival.VOICES + espeak.VOICES}[engine]
+
+
+def utterance_spec(seed: int, index: int, n_identities: int, engine: str = "festival") -> dict:
     """Everything random about utterance `index`, drawn from its own seeded stream."""
-    from export.synth.festival import VOICES
     from export.synth.text import sentence
 
+    engine = _engine_of(engine, index)
+    voices = _voices(engine)
     rng = np.random.default_rng([seed, index])
     emotion = str(rng.choice(list(EMOTIONS_ORDER), p=[EMOTION_WEIGHTS[e] for e in EMOTIONS_ORDER]))
     stretch, semis, f0_range, gain_db, artic = PROSODY[emotion]
     return {
-        "id": f"synth{seed}_{index:06d}",
+        "id": f"{'synth' if engine == 'festival' else 'espeak'}{seed}_{index:06d}",
+        "engine": engine,
         "split": "val" if rng.random() < VAL_FRACTION else "train",
-        "voice": VOICES[int(rng.integers(len(VOICES)))],
+        "voice": voices[int(rng.integers(len(voices)))],
         "emotion": emotion,
         "emotion_intensity": round(float(rng.uniform(0.5, 1.0)) if emotion != "neutral" else 0.0, 3),
         "text": sentence(rng, emotion),
@@ -100,19 +118,28 @@ def _write_audio(path: Path, y: np.ndarray, gain_db: float) -> np.ndarray:
     return y
 
 
-def make_chunk(out: str, seed: int, first: int, count: int, model_path: str) -> list[dict]:
+def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, engine: str = "festival") -> list[dict]:
     """Worker: synthesise utterances first..first+count-1 and write their files; returns their records."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from engine.timing import n_frames as frames_in
+    from export.synth import espeak, festival
     from export.synth.face_model import FaceModel
-    from export.synth.festival import TtsRequest, synthesize
 
     model = FaceModel.load(Path(model_path))
     out_dir = Path(out)
-    specs = [utterance_spec(seed, i, len(model.identities)) for i in range(first, first + count)]
-    reqs = [TtsRequest(s["text"], s["voice"], s["duration_stretch"], s["pitch_semitones"], s["f0_range"]) for s in specs]
-    with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
-        results = synthesize(reqs, Path(tmp))
+    specs = [utterance_spec(seed, i, len(model.identities), engine) for i in range(first, first + count)]
+    tts = {name: [s for s in specs if s["engine"] == name] for name in ("festival", "espeak")}
+    by_id = {}
+    if tts["festival"]:
+        reqs = [festival.TtsRequest(s["text"], s["voice"], s["duration_stretch"], s["pitch_semitones"], s["f0_range"])
+                for s in tts["festival"]]
+        with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
+            by_id.update(zip([s["id"] for s in tts["festival"]], festival.synthesize(reqs, Path(tmp))))
+    if tts["espeak"]:
+        reqs = [espeak.EspeakRequest(s["text"], s["voice"], s["duration_stretch"], s["pitch_semitones"], s["f0_range"])
+                for s in tts["espeak"]]
+        by_id.update(zip([s["id"] for s in tts["espeak"]], espeak.synthesize(reqs)))
+    results = [by_id[s["id"]] for s in specs]
     records = []
     for spec, (audio, phones) in zip(specs, results):
         cid = spec["id"]
@@ -133,15 +160,17 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str) -> 
             "identity": model.identity_ids[spec["identity"]], "duration_stretch": spec["duration_stretch"],
             "pitch_semitones": spec["pitch_semitones"],
         })
+        if spec["engine"] != "festival":
+            records[-1]["tts_engine"] = spec["engine"]
     return records
 
 
 def _write_manifest(out: Path, records: list[dict], info: dict) -> None:
     from export.synth.face_model import EMOTIONS
-    from export.synth.festival import VOICES
 
     manifest = {"layout": LANDMARK_LAYOUT, "units": MANIFEST_UNITS, "audio": "16 kHz mono PCM16 WAV",
-                "emotions": list(EMOTIONS), "voices": list(VOICES), "synth": info, "clips": records}
+                "emotions": list(EMOTIONS), "voices": list(_voices(info.get("engine", "festival"))), "synth": info,
+                "clips": records}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "manifest.json")
@@ -163,7 +192,10 @@ def run(args: argparse.Namespace) -> int:
     model_path = Path(args.face_model) if args.face_model else out / "face_model.npz"
     FaceModel.load_or_fit(Path(args.pack), model_path)
     target_s = 60.0 * args.minutes
+    engine = getattr(args, "engine", "festival")
     info = {"seed": args.seed, "chunk": args.chunk, "minutes_requested": args.minutes}
+    if engine != "festival":  # festival-only manifests stay exactly as before
+        info["engine"] = engine
     # resume: reuse whole chunks a previous run with the same seed and chunk size finished
     done: dict[int, list[dict]] = {}
     reused: set[int] = set()
@@ -171,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     if old.is_file():
         prev = json.loads(old.read_text())
         ps = prev.get("synth", {})
-        if ps.get("seed") == args.seed and ps.get("chunk") == args.chunk:
+        if ps.get("seed") == args.seed and ps.get("chunk") == args.chunk and ps.get("engine", "festival") == engine:
             by_chunk: dict[int, list[dict]] = {}
             for r in prev["clips"]:
                 by_chunk.setdefault(int(r["id"].rsplit("_", 1)[1]) // args.chunk, []).append(r)
@@ -210,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
             while len(pending) < args.jobs and total + in_flight_s < target_s * 1.02 + avg * args.chunk:
                 while next_chunk in done or next_chunk in pending.values():
                     next_chunk += 1
-                fut = pool.submit(make_chunk, str(out), args.seed, next_chunk * args.chunk, args.chunk, str(model_path))
+                fut = pool.submit(make_chunk, str(out), args.seed, next_chunk * args.chunk, args.chunk, str(model_path),
+                                  engine)
                 pending[fut] = next_chunk
                 in_flight_s += avg * args.chunk
             if not pending:
