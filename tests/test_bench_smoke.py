@@ -1,0 +1,112 @@
+"""Tiny runs of `kfusion bench model` and `kfusion bench coldstart`: JSON keys present, timings sane."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+def _bench(tmp_path, *argv: str) -> dict:
+    from engine.cli import main
+
+    out = tmp_path / "result.json"
+    assert main(["bench", *argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _sane(stats: dict, upper: float) -> None:
+    assert set(stats) == {"median", "p99", "max"}
+    assert 0 < stats["median"] <= stats["p99"] <= stats["max"] < upper, stats
+
+
+def test_bench_model_small(tmp_path):
+    res = _bench(
+        tmp_path,
+        "model",
+        "--batches",
+        "1,4",
+        "--frames-per-stream",
+        "12",
+        "--no-paper",
+        "--workdir",
+        str(tmp_path),
+    )
+    assert set(res["batches"]) == {"1", "4"}
+    for b, row in res["batches"].items():
+        for engine in ("ort", "torch"):
+            _sane(row[engine]["call_ms"], 10_000.0)
+            _sane(row[engine]["stream_frame_ms"], 10_000.0)
+            per_frame = row[engine]["call_ms"]["median"] / int(b)
+            assert math.isclose(row[engine]["stream_frame_ms"]["median"], per_frame, rel_tol=1e-9)
+        assert row["torch_over_ort"] > 0
+    assert "paper_peer" not in res
+    if "same config" in res["torch_peer"]:  # the torch peer is the ONNX file's own checkpoint
+        assert res["max_abs_diff_px"] < 1e-3
+
+
+def test_bench_model_rejects_bad_batches(tmp_path):
+    from engine.cli import main
+
+    assert main(["bench", "model", "--batches", "0", "--no-paper", "--workdir", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_paper_peer_shapes_and_input_checks():
+    pytest.importorskip("transformers")
+    import torch
+
+    from benchmarks.paper_peer import FRAMES_PER_WINDOW, WINDOW_SAMPLES, PaperPeer
+
+    peer = PaperPeer.build(seed=0)
+    counts = peer.parameter_counts()
+    assert 90e6 < counts["encoder"] < 100e6  # wav2vec2-base is about 94-95 M parameters
+    identity = torch.from_numpy(np.full((1, 68, 2), 128.0, np.float32))
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, WINDOW_SAMPLES)).astype(np.float32))
+    out = peer(audio, identity)
+    assert out.shape == (1, FRAMES_PER_WINDOW, 68, 2) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="16000"):
+        peer(audio[:, :8000], identity)
+
+
+@pytest.mark.slow
+def test_bench_model_with_paper_peer(tmp_path):
+    pytest.importorskip("transformers")
+    res = _bench(
+        tmp_path,
+        "model",
+        "--batches",
+        "1",
+        "--frames-per-stream",
+        "10",
+        "--paper-runs",
+        "1",
+        "--workdir",
+        str(tmp_path),
+    )
+    p = res["paper_peer"]
+    _sane(p["window_ms"], 60_000.0)
+    assert p["live_frame_ms"] == p["window_ms"]["median"]
+    assert math.isclose(p["live_compute_s_per_s"], 30 * p["window_ms"]["median"] / 1e3)
+    assert p["ratio_live_vs_ours_b1"] > 1  # a 95 M-parameter window model costs more than one GRU step
+
+
+@pytest.mark.slow
+def test_bench_coldstart_small(tmp_path):
+    res = _bench(tmp_path, "coldstart", "--runs", "1", "--serve-runs", "1", "--workdir", str(tmp_path))
+    stages = ("imports", "model_loaded", "features_warm", "first_frame")
+    for engine in ("ort", "torch"):
+        medians = [res[engine][k]["median"] for k in stages]
+        assert 0 < medians[0] and medians == sorted(medians) and medians[-1] < 120
+    cold = [res["ort_cold"][k] for k in stages]
+    assert cold == sorted(cold)
+    assert res["torch_over_ort_first_frame"] > 0
+    if isinstance(res["serve_healthz_s"], dict):
+        _sane(res["serve_healthz_s"], 120.0)
+    _sane(res["python_bare_s"], 120.0)
+    assert res["serve_parser_imports_torch"] is False  # torch would add seconds to every server start
