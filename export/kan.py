@@ -30,12 +30,11 @@ def b_spline_bases(x: torch.Tensor, knots: torch.Tensor, spline_order: int, step
 
     Order 0: 1 where knots[j] <= x < knots[j+1]. Each Cox-de Boor step divides by j * step, a constant.
     """
-    xe = x.unsqueeze(-1)  # (..., n, 1)
-    bases = ((xe >= knots[:-1]) & (xe < knots[1:])).to(x.dtype)  # (..., n, n_knots - 1)
+    d = x.unsqueeze(-1) - knots  # (..., n, n_knots): x minus every knot, computed once
+    bases = ((d[..., :-1] >= 0) & (d[..., 1:] < 0)).to(x.dtype)  # (..., n, n_knots - 1)
     for j in range(1, spline_order + 1):
-        left = (xe - knots[: -(j + 1)]) * bases[..., :-1]
-        right = (knots[j + 1:] - xe) * bases[..., 1:]
-        bases = (left + right) / (j * step)
+        # left term (x - k_i) B_i, right term (k_{i+j+1} - x) B_{i+1} = -d_{i+j+1} B_{i+1}
+        bases = (d[..., : -(j + 1)] * bases[..., :-1] - d[..., j + 1:] * bases[..., 1:]) * (1.0 / (j * step))
     return bases
 
 
