@@ -29,8 +29,10 @@ test-slow: debian venv
 demo: debian venv
 	$(VENV)/bin/kfusion demo $(DEMO_ARGS)
 
+# every benchmark writes benchmarks/results/<name>.json; the report then rewrites its sections of RESULTS.md
 bench: debian venv
-	$(VENV)/bin/kfusion bench all
+	OMP_NUM_THREADS=1 $(VENV)/bin/kfusion bench all --json benchmarks/results; status=$$?; \
+	$(PY) -m benchmarks.report && exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """Live latency under load: N real websocket clients (separate processes) send real speech in real time.
 
-Usage: kfusion bench latency --streams 64 --seconds 10 [--json out.json] [--chunk-ms 20]
+Usage: kfusion bench latency --streams 1,16,64,128 --seconds 10 [--json out.json] [--chunk-ms 20]
 server_ms: arrival of the chunk that completes a frame's audio -> the frame handed to the socket.
 end_to_end_ms: the client's send of that chunk -> the frame's arrival at the client.
 audio_lag_ms: the moment the frame's speech would have been spoken into a mic -> the frame's arrival.
@@ -174,8 +174,27 @@ def measure_startup(port: int) -> dict:
     return {"healthz_s": round(healthz, 3), "first_frame_s": round(first, 3)}
 
 
+CDF_QUANTILES = np.linspace(0.0, 100.0, 401)  # percent; the CDF plots of benchmarks/report.py read these
+
+
+def _cdf(values) -> list[float]:
+    v = np.asarray(values, np.float64)
+    return [] if not v.size else [round(float(x), 3) for x in np.percentile(v, CDF_QUANTILES)]
+
+
+def parse_streams(text: str) -> list[int]:
+    """'1,16,64,128' -> [1, 16, 64, 128]; every count >= 1."""
+    try:
+        counts = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--streams must be a comma-separated list of integers, got {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--streams must list stream counts >= 1, got {text!r}")
+    return counts
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--streams", default="1,16,64,128", help="stream count, or a comma-separated sweep")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--chunk-ms", type=int, default=20)
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
@@ -184,17 +203,13 @@ def add_arguments(p) -> None:
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
 
 
-def run(args) -> int:
+def _one(args, n_streams: int) -> tuple[dict, list[str]]:
+    """One load run at n_streams: percentiles, per-stage breakdown, CDF points, peer ratio."""
     from engine.config import EngineConfig
 
-    if args.streams < 1 or args.seconds <= 0:
-        raise ValueError(f"--streams must be >= 1 and --seconds > 0, got {args.streams}, {args.seconds}")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    logging.getLogger("kfusion.server").setLevel(logging.WARNING)
-    cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, args.streams))
+    cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, n_streams))
     load1 = os.getloadavg()[0]
-    startup = None if args.no_startup else measure_startup(args.port + 1)
-    r = asyncio.run(_run_load(cfg, args.streams, args.seconds, args.chunk_ms))
+    r = asyncio.run(_run_load(cfg, n_streams, args.seconds, args.chunk_ms))
     ok = [x for x in r["results"] if not x.get("error")]
     errors = [x["error"] for x in r["results"] if x.get("error")]
     cat = lambda key: [v for x in ok for v in x[key]]
@@ -203,13 +218,12 @@ def run(args) -> int:
     lag = cat("lag")
     server_ms = _pcts(cat("server"))
     bare = _pcts(r["bare_ms"])
-    out = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-                    "python": platform.python_version()},
-        "settings": {"streams": args.streams, "seconds": args.seconds, "chunk_ms": args.chunk_ms,
-                     "batch_wait_ms": args.batch_wait_ms, "model": r["model_version"],
-                     "lookahead_ms": r["lookahead_ms"], "client_procs": min(MAX_CLIENT_PROCS, args.streams)},
-        "streams": args.streams,
+    return {
+        "streams": n_streams,
+        "load1_at_start": round(load1, 2),
+        "client_procs": min(MAX_CLIENT_PROCS, n_streams),
+        "model": r["model_version"],
+        "lookahead_ms": r["lookahead_ms"],
         "frames": int(sum(x["frames"] for x in ok)),
         "frames_expected": int(sum(x["expected"] or 0 for x in ok)),
         "server_ms": server_ms,
@@ -224,12 +238,43 @@ def run(args) -> int:
         "cpu": r["cpu"],
         "peer_bare_model_ms": bare,
         "ratio_server_p50_to_bare_model_p50": round(server_ms["p50"] / bare["p50"], 2) if server_ms["p50"] else None,
-        "startup": startup,
+        "cdf": {"quantiles_pct": [round(float(q), 2) for q in CDF_QUANTILES], "server_ms": _cdf(cat("server")),
+                "end_to_end_ms": _cdf(cat("e2e"))},
         "errors": errors[:10],
+    }, errors
+
+
+def run(args) -> int:
+    counts = parse_streams(args.streams)
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("kfusion.server").setLevel(logging.WARNING)
+    load1 = os.getloadavg()[0]
+    startup = None if args.no_startup else measure_startup(args.port + 1)
+    runs, failed = [], False
+    for n in counts:
+        one, errors = _one(args, n)
+        runs.append(one)
+        failed |= bool(errors)
+        short = {k: one[k] for k in ("streams", "server_ms", "end_to_end_ms", "audio_lag_ms", "dropped", "late")}
+        short["stages_ms_p50"] = {k: v["p50"] for k, v in one["stages_ms"].items()}
+        print(json.dumps(short), flush=True)
+    out = {
+        "benchmark": "latency",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
+                    "python": platform.python_version()},
+        "settings": {"streams": counts, "seconds": args.seconds, "chunk_ms": args.chunk_ms,
+                     "batch_wait_ms": args.batch_wait_ms, "model": runs[0]["model"],
+                     "lookahead_ms": runs[0]["lookahead_ms"], "max_client_procs": MAX_CLIENT_PROCS},
+        "runs": runs,
+        "startup": startup,
     }
-    text = json.dumps(out, indent=2)
+    text = json.dumps({k: v for k, v in out.items() if k != "runs"} | {"runs": [
+        {k: v for k, v in r.items() if k != "cdf"} for r in runs]}, indent=2)
     print(text)
     if args.json:
         with open(args.json, "w") as fh:
-            fh.write(text + "\n")
-    return 0 if not errors else 1
+            fh.write(json.dumps(out, indent=1) + "\n")
+    return 0 if not failed else 1

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "model": "ONNX Runtime model per frame and per batch vs torch eager",
     "quality": "landmark error on the pack's test split vs baselines",
     "coldstart": "process start to first landmark frame",
+    "scaleout": "live streams within target with `serve --workers 2` vs one process",
 }
 
 

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import mimetypes
+import os
 import signal
 import socket
 import time
@@ -28,7 +29,7 @@ from engine.stream import Frame, Stream
 log = logging.getLogger("kfusion.server")
 
 WS_PATH = "/ws"
-FRAME_LOG_MAX = 1_000_000  # per-frame timing records kept for benchmarks
+FRAME_LOG_MAX = 100_000  # per-frame timing records kept for benchmarks (~230 B each: ~23 MiB when full)
 DRAIN_TIMEOUT_S = 5.0
 # kernel send buffer per connection: small, so a stalled client fills its outbox (and drops the oldest
 # frames) within seconds instead of hiding minutes of stale frames in a ~4 MB autotuned buffer
@@ -138,6 +139,7 @@ class LandmarkServer:
             self._handle, self.config.host, self.config.port, process_request=self._http,
             compression=None, max_size=self.config.max_message_bytes, max_queue=self.config.max_queue,
             ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_interval_s,
+            reuse_port=self.config.workers > 1,  # --workers: the processes share the port (engine/workers.py)
         )
         self.port = self._ws_server.sockets[0].getsockname()[1]
         log.info("serving ws://%s:%d%s and http://%s:%d/ (ready in %.2f s)", self.config.host, self.port, WS_PATH,
@@ -165,7 +167,7 @@ class LandmarkServer:
     # --- HTTP -------------------------------------------------------------------------------------------
     def health(self) -> dict:
         meta = self.session.meta
-        return {"status": "ok", "streams": self.streams, "subscribers": len(self.subscribers),
+        return {"status": "ok", "pid": os.getpid(), "streams": self.streams, "subscribers": len(self.subscribers),
                 "model": meta.model_version, "fps": self.config.fps, "lookahead_ms": meta.lookahead_ms,
                 "protocol": P.PROTOCOL_VERSION, "uptime_s": round(time.time() - self._started_t, 3)}
 
@@ -401,12 +403,18 @@ def config_from_args(args, **overrides) -> EngineConfig:
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
 
 
 def run(args) -> int:
     from engine.mic import MicError
 
-    server = LandmarkServer(config_from_args(args))
+    config = config_from_args(args, workers=args.workers)
+    if config.workers > 1:
+        from engine.workers import serve_workers
+
+        return serve_workers(config)
+    server = LandmarkServer(config)
     try:
         asyncio.run(server.serve_until_signal())
     except MicError as exc:

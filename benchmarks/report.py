@@ -1,0 +1,260 @@
+"""Regenerate benchmarks/RESULTS.md sections and plots from benchmarks/results/*.json (run by `make bench`).
+
+Usage: python -m benchmarks.report [--results benchmarks/results] [--out benchmarks/RESULTS.md]
+Each benchmark gets its own section between `<!-- bench-NAME:begin -->` and `<!-- bench-NAME:end -->`;
+everything outside those markers (e.g. the eval-quality section) is kept as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+IMAGES_DIR = REPO / "docs" / "images"
+CDF_PNG = "latency_cdf.png"
+SCALEOUT_PNG = "scaleout_p99.png"
+MAX_GENERIC_ROWS = 40
+SKIP_KEYS = {"cdf"}  # raw plot data, not for tables
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _is_pcts(d) -> bool:
+    return isinstance(d, dict) and "p99" in d and ("p50" in d or "median" in d)
+
+
+def _walk(d, path=()):
+    """(path, value) of every percentile dict and every scalar, depth first, skipping SKIP_KEYS."""
+    if _is_pcts(d):
+        yield path, d
+        return
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if k not in SKIP_KEYS:
+                yield from _walk(v, (*path, str(k)))
+    elif not isinstance(d, list):
+        yield path, d
+
+
+def _machine(d) -> str:
+    m = d.get("machine")
+    if isinstance(m, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in m.items())
+    return _fmt(m)
+
+
+def _settings(d) -> str:
+    s = d.get("settings")
+    if isinstance(s, dict):
+        return ", ".join(f"{k}={json.dumps(v) if isinstance(v, list | dict) else _fmt(v)}" for k, v in s.items())
+    return _fmt(s)
+
+
+def _head(name: str, d: dict, path: Path) -> list[str]:
+    date = d.get("date_utc") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+    return [f"## Benchmark: {name}", "", f"`kfusion bench {name}` on {date} (results: `benchmarks/results/{path.name}`).",
+            "", f"- Machine: {_machine(d)}", f"- Settings: {_settings(d)}"]
+
+
+def _generic(name: str, d: dict, path: Path) -> list[str]:
+    """Any benchmark's JSON: a median/p99/max table of every percentile dict, then ratios and headline numbers."""
+    lines = _head(name, d, path)
+    rows, ratios, scalars = [], [], []
+    for p, v in _walk({k: v for k, v in d.items() if k not in ("machine", "settings")}):
+        label = " / ".join(p)
+        if _is_pcts(v):
+            med = v.get("p50", v.get("median"))
+            rows.append(f"| {label} | {_fmt(med)} | {_fmt(v.get('p99'))} | {_fmt(v.get('max'))} |")
+        elif p and re.search(r"ratio|_over_", p[-1]) and isinstance(v, int | float):
+            ratios.append(f"- {label}: **{_fmt(v)}**")
+        elif (len(p) <= 2 and isinstance(v, int | float)) or (len(p) == 1 and isinstance(v, str) and len(v) < 120):
+            scalars.append(f"- {label}: {_fmt(v)}")
+    if ratios:
+        lines += ["", "Ratios against the peer measured in the same run:", "", *ratios]
+    if scalars:
+        lines += ["", *scalars[:MAX_GENERIC_ROWS]]
+    if rows:
+        lines += ["", "| measure | median | p99 | max |", "| --- | ---: | ---: | ---: |", *rows[:MAX_GENERIC_ROWS]]
+        if len(rows) > MAX_GENERIC_ROWS:
+            lines.append(f"\n({len(rows) - MAX_GENERIC_ROWS} more rows in the JSON)")
+    return lines
+
+
+def _latency(name: str, d: dict, path: Path) -> list[str]:
+    if "runs" not in d:  # an old single-run file
+        return _generic(name, d, path)
+    lines = _head(name, d, path)
+    lines += ["", ("server = chunk arrival -> frame handed to the socket; end-to-end = client send of the chunk -> "
+              "frame arrival; lag = the speech instant -> frame arrival (includes the chunk and the model's "
+              "lookahead). All in ms; p50 / p99 / max."), "",
+              ("| streams | server | end-to-end | audio lag p99 | late | dropped | features p50/p99 | batch wait "
+              "p50/p99 | model p50/p99 | send queue p50/p99 | rows/batch | server CPU ms per stream-s | "
+              "server p50 / bare model p50 |"),
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    three = lambda p: f"{_fmt(p['p50'])} / {_fmt(p['p99'])} / {_fmt(p['max'])}"
+    two = lambda p: f"{_fmt(p['p50'])} / {_fmt(p['p99'])}"
+    for r in d["runs"]:
+        st = r["stages_ms"]
+        lines.append(f"| {r['streams']} | {three(r['server_ms'])} | {three(r['end_to_end_ms'])} | "
+                     f"{_fmt(r['audio_lag_ms']['p99'])} | {r['late']} | {r['dropped']} | {two(st['features'])} | "
+                     f"{two(st['queue_batch_wait'])} | {two(st['model'])} | {two(st['send_queue'])} | "
+                     f"{_fmt(r['batches']['mean_rows'])} | {_fmt(r['cpu']['server_ms_per_stream_second'])} | "
+                     f"{_fmt(r['ratio_server_p50_to_bare_model_p50'])} |")
+    peer = d["runs"][0]["peer_bare_model_ms"]
+    lines += ["", (f"Peer: one bare model call (batch 1, one frame) on the same session: median {_fmt(peer['p50'])} ms, "
+              f"p99 {_fmt(peer['p99'])} ms (first run). A frame is late when its audio lag exceeds "
+              f"{_fmt(d['runs'][0]['late_budget_ms'])} ms.")]
+    if d.get("startup"):
+        lines.append(f"Start-up of `kfusion serve`: /healthz after {_fmt(d['startup']['healthz_s'])} s, first frame "
+                     f"after {_fmt(d['startup']['first_frame_s'])} s.")
+    if any(r.get("cdf", {}).get("server_ms") for r in d["runs"]):
+        lines += ["", f"![latency CDF](../docs/images/{CDF_PNG})"]
+    return lines
+
+
+def _scaleout(name: str, d: dict, path: Path) -> list[str]:
+    lines = _head(name, d, path)
+    w = d["settings"]["workers"]
+    labels = list(d["trials"])
+    best = d["streams_within_target"]
+    lines += ["", (f"Streams within target (server p99 <= {_fmt(d['settings']['server_p99_target_ms'])} ms, no frame "
+              f"late, dropped or lost): **{best[labels[0]]}** with one process, **{best[labels[-1]]}** with "
+              f"`--workers {w}`: ratio **{_fmt(d['ratio_streams_within_target'])}** (peer: one process, same run)."),
+              "", "| streams | " + " | ".join(f"{lab}: server p50 / p99 ms, ok, server CPU share" for lab in labels)
+              + f" | p99 ratio {labels[-1]} / {labels[0]} |", "| ---: |" + " ---: |" * (len(labels) + 1)]
+    for n in d["settings"]["streams"]:
+        cells = []
+        for lab in labels:
+            t = d["trials"][lab][str(n)]
+            cells.append(f"{_fmt(t['server_ms']['p50'])} / {_fmt(t['server_ms']['p99'])}, "
+                         f"{'ok' if t['ok'] else 'FAIL'}, {_fmt(t['server_cpu_share'])}")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(d['ratio_server_p99_by_streams'].get(str(n)))} |")
+    lines += ["", f"![scale-out p99](../docs/images/{SCALEOUT_PNG})"]
+    return lines
+
+
+RENDERERS = {"latency": _latency, "scaleout": _scaleout}
+
+
+def plot_latency_cdf(d: dict, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in d.get("runs", []) if r.get("cdf", {}).get("server_ms")]
+    if not runs:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, title in zip(axes, ("server_ms", "end_to_end_ms"),
+                              ("server-side (chunk in -> frame out)", "end-to-end (client send -> frame received)")):
+        for r in runs:
+            q = [p / 100.0 for p in r["cdf"]["quantiles_pct"]]
+            ax.plot(r["cdf"][key], q, label=f"{r['streams']} streams")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_title(title)
+        ax.axhline(0.99, color="grey", lw=0.6, ls="--")
+        ax.grid(True, which="both", lw=0.3)
+    axes[0].set_ylabel("fraction of frames")
+    axes[1].legend(loc="lower right")
+    fig.suptitle(f"kfusion bench latency, {d.get('date_utc', '')}, {d['machine'].get('cpus')} vCPUs")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_scaleout(d: dict, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    counts = d["settings"]["streams"]
+    for lab, trials in d["trials"].items():
+        ax.plot(counts, [trials[str(n)]["server_ms"]["p99"] for n in counts], marker="o", label=lab.replace("_", " "))
+    ax.axhline(d["settings"]["server_p99_target_ms"], color="grey", ls="--", lw=0.8, label="target")
+    ax.set_yscale("log")
+    ax.set_xlabel("live streams")
+    ax.set_ylabel("server p99 (ms, log scale)")
+    ax.set_title(f"serve --workers, {d.get('date_utc', '')}")
+    ax.legend()
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def replace_section(text: str, name: str, body: list[str]) -> str:
+    """Put body between this benchmark's markers (appending the markers when absent); nothing else changes."""
+    begin = f"<!-- bench-{name}:begin (written by `python -m benchmarks.report`; edits here are replaced) -->"
+    end = f"<!-- bench-{name}:end -->"
+    block = "\n".join([begin, *body, end])
+    pattern = re.compile(rf"<!-- bench-{re.escape(name)}:begin[^\n]*-->.*?<!-- bench-{re.escape(name)}:end -->",
+                         re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text, count=1)
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def _order(names: list[str]) -> list[str]:
+    from benchmarks.cli import BENCHMARKS
+
+    return [n for n in BENCHMARKS if n in names] + sorted(n for n in names if n not in BENCHMARKS)
+
+
+def build(results_dir: Path = RESULTS_DIR, out: Path = RESULTS_MD, images_dir: Path = IMAGES_DIR) -> list[str]:
+    """Rewrite each benchmark's section of `out` (and its plots); the names of the sections written."""
+    files = {p.stem: p for p in sorted(Path(results_dir).glob("*.json"))}
+    if not files:
+        raise ValueError(f"no benchmark results (*.json) in {results_dir}; run `kfusion bench all --json "
+                         f"{results_dir}` first")
+    text = out.read_text() if out.is_file() else "# Results\n"
+    written = []
+    for name in _order(list(files)):
+        d = json.loads(files[name].read_text())
+        if not isinstance(d, dict):
+            raise ValueError(f"{files[name]}: expected a JSON object, got {type(d).__name__}")  # noqa: TRY004 (bad input file)
+        body = RENDERERS.get(name, _generic)(name, d, files[name])
+        if name == "latency":
+            plot_latency_cdf(d, Path(images_dir) / CDF_PNG)
+        if name == "scaleout":
+            plot_scaleout(d, Path(images_dir) / SCALEOUT_PNG)
+        text = replace_section(text, name, body)
+        written.append(name)
+    out.write_text(text)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of <benchmark>.json files")
+    p.add_argument("--out", type=Path, default=RESULTS_MD)
+    p.add_argument("--images", type=Path, default=IMAGES_DIR)
+    args = p.parse_args(argv)
+    written = build(args.results, args.out, args.images)
+    print(f"{args.out}: sections {', '.join(written)} regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""A tiny real `kfusion bench latency` sweep, then `benchmarks.report`: sections between their own markers,
+other sections (eval-quality) untouched, the CDF plot written, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from benchmarks.report import RESULTS_MD, build, replace_section
+
+QUALITY = re.compile(r"<!-- eval-quality:begin.*?<!-- eval-quality:end -->", re.DOTALL)
+
+
+def test_latency_sweep_and_report(tmp_path):
+    from engine.cli import main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert main(["bench", "latency", "--streams", "1,3", "--seconds", "1.5", "--no-startup", "--port", "8897",
+                 "--json", str(results / "latency.json")]) == 0
+    d = json.loads((results / "latency.json").read_text())
+    assert [r["streams"] for r in d["runs"]] == [1, 3]
+    for r in d["runs"]:
+        assert r["frames"] == r["frames_expected"] > 0
+        assert 0 < r["server_ms"]["p50"] <= r["server_ms"]["p99"] <= r["server_ms"]["max"]
+        assert r["end_to_end_ms"]["p50"] >= r["server_ms"]["p50"] * 0.5  # e2e contains the server time
+        cdf = r["cdf"]["server_ms"]
+        assert len(cdf) == len(r["cdf"]["quantiles_pct"]) and cdf == sorted(cdf)
+
+    out = tmp_path / "RESULTS.md"
+    original = RESULTS_MD.read_text() if RESULTS_MD.is_file() else "# Results\n"
+    out.write_text(original)
+    assert build(results, out, tmp_path / "images") == ["latency"]
+    text = out.read_text()
+    assert text.count("<!-- bench-latency:begin") == 1 and text.count("<!-- bench-latency:end -->") == 1
+    rows = re.findall(r"^\| (\d+) \|", text.split("<!-- bench-latency:begin")[1], re.MULTILINE)
+    assert rows[:2] == ["1", "3"]
+    before = QUALITY.search(original)
+    if before:
+        assert QUALITY.search(text).group(0) == before.group(0), "the eval-quality section must be kept as it is"
+    assert (tmp_path / "images" / "latency_cdf.png").stat().st_size > 10_000
+    build(results, out, tmp_path / "images")
+    assert out.read_text() == text, "regenerating from the same results must not change RESULTS.md"
+
+
+def test_replace_section_keeps_everything_outside_its_markers():
+    doc = "# R\n\nintro\n<!-- x:begin -->keep<!-- x:end -->\ntail\n"
+    once = replace_section(doc, "latency", ["new body"])
+    assert once.startswith(doc.rstrip("\n")) and "new body" in once
+    twice = replace_section(once, "latency", ["newer body"])
+    assert "new body" not in twice and "newer body" in twice
+    assert twice.replace("newer body", "new body") == once
+
+
+def test_report_refuses_an_empty_results_folder(tmp_path):
+    with pytest.raises(ValueError, match="no benchmark results"):
+        build(tmp_path, tmp_path / "RESULTS.md", tmp_path / "images")
