@@ -147,7 +147,21 @@ def _scaleout(name: str, d: dict, path: Path) -> list[str]:
     return lines
 
 
-RENDERERS = {"latency": _latency, "scaleout": _scaleout}
+def _quality(name: str, d: dict, path: Path) -> list[str]:
+    lines = _head(name, d, path)
+    lines += ["", (f"Mouth LD and lip-gap lag on the pack's {d['split']} split ({d['clips']} clips) for the same recipe "
+              f"trained with each lookahead; latency = lookahead + 20 ms chunk + 2 ms processing. Peer: the still "
+              f"face, mouth LD {_fmt(100 * d['static_face_mouth_ld'])} %."), "",
+              "| lookahead ms | latency ms | mouth LD % | vs still face | lip-gap r | lag ms | model |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for q in d["points"]:
+        lines.append(f"| {_fmt(q['lookahead_ms'])} | {_fmt(q['latency_ms'])} | {_fmt(100 * q['mouth_ld'])} | "
+                     f"{_fmt(q['mouth_ld_vs_static'])} | {_fmt(q['lip_gap_corr'])} | {_fmt(q['lip_gap_lag_ms'])} | "
+                     f"{q['model']} |")
+    return lines + ["", "![quality against lookahead](../docs/images/quality_lookahead.png)"]
+
+
+RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality}
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:
