@@ -58,7 +58,7 @@ class ModelMeta:
     mean_face: np.ndarray  # (68, 2) canonical default identity
 
     @classmethod
-    def from_props(cls, props: dict[str, str], source: str) -> "ModelMeta":
+    def from_props(cls, props: dict[str, str], source: str) -> ModelMeta:
         required = [
             "kfusion_contract", "model_version", "config_hash", "sample_rate_hz", "hop_samples",
             "n_features", "feature_version", "fps", "lookahead_ms", "window_hops", "state_size",

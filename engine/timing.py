@@ -17,7 +17,7 @@ def lookahead_samples(lookahead_ms: float) -> int:
     n = lookahead_ms * SAMPLE_RATE_HZ / 1000.0
     if abs(n - round(n)) > 1e-6:
         raise ValueError(f"lookahead_ms={lookahead_ms} must be a whole number of samples at {SAMPLE_RATE_HZ} Hz")
-    return int(round(n))
+    return round(n)
 
 
 def frame_sample(i: int, fps: int) -> int:
