@@ -65,6 +65,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def healthz(port: int) -> dict | None:
+    """The /healthz JSON of a server on 127.0.0.1:port, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
 def wait_for(predicate, timeout_s: float, what: str, period_s: float = 0.05):
     """Poll predicate() until it returns something truthy; fail the test naming `what` on timeout."""
     deadline = time.monotonic() + timeout_s
@@ -318,11 +327,7 @@ class KfusionServer:
         return f"http://127.0.0.1:{self.port}"
 
     def health(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as r:
-                return json.loads(r.read())
-        except OSError:
-            return None
+        return healthz(self.port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

@@ -3,18 +3,16 @@ SIGTERM stops them all; real speech streams through the shared port."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from realdevices import free_port, healthz
 
 from engine import protocol as P
 
@@ -22,26 +20,12 @@ START_TIMEOUT_S = 90.0
 HEALTH_TRIES = 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _health(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
 def _pids_seen(port: int, want: int, deadline_s: float) -> set[int]:
     """Worker pids answering /healthz on fresh connections until `want` distinct ones (or the deadline)."""
     seen: set[int] = set()
     t_end = time.monotonic() + deadline_s
     while len(seen) < want and time.monotonic() < t_end:
-        h = _health(port)
+        h = healthz(port)
         if h is None:
             time.sleep(0.2)  # workers still starting: nothing to wait on but time
             continue
@@ -88,7 +72,7 @@ def _stream(port: int, audio: np.ndarray) -> int:
 
 
 def test_two_workers_share_the_port_restart_and_stop_on_sigterm(speech_16k, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     proc = _serve(port, log)
     try:
@@ -104,7 +88,7 @@ def test_two_workers_share_the_port_restart_and_stop_on_sigterm(speech_16k, tmp_
         seen: set[int] = set()
         t_end = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < t_end and not (seen - pids):
-            h = _health(port)
+            h = healthz(port)
             if h is not None:
                 seen.add(h["pid"])
         new = seen - pids
@@ -121,14 +105,14 @@ def test_two_workers_share_the_port_restart_and_stop_on_sigterm(speech_16k, tmp_
     assert rc == 0, f"supervisor exit code {rc}: {log.read_text()[-2000:]}"
     time.sleep(0.2)
     assert not [p for p in workers if _alive(p)], f"workers {workers} still running after SIGTERM"
-    assert _health(port) is None, "the port still answers after SIGTERM"
+    assert healthz(port) is None, "the port still answers after SIGTERM"
 
 
 def test_workers_refuse_the_server_mic_and_fail_on_a_missing_model(tmp_path):
-    bad = _serve(_free_port(), tmp_path / "mic.log", "--mic")
+    bad = _serve(free_port(), tmp_path / "mic.log", "--mic")
     assert bad.wait(60) == 2 and "--workers 1" in (tmp_path / "mic.log").read_text()
     missing = tmp_path / "missing.onnx"
-    proc = _serve(_free_port(), tmp_path / "model.log", "--model", str(missing))
+    proc = _serve(free_port(), tmp_path / "model.log", "--model", str(missing))
     try:
         rc = proc.wait(START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
