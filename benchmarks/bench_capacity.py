@@ -18,6 +18,8 @@ import platform
 import resource
 import time
 
+from engine import eventloop
+
 log = logging.getLogger("kfusion.bench.capacity")
 
 SERVER_P99_TARGET_MS = 50.0
@@ -106,7 +108,7 @@ async def _main(args) -> dict:
     from engine.config import EngineConfig
     from engine.session import ModelSession
 
-    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, 2 * args.max),
+    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop, max_streams=max(256, 2 * args.max),
                         providers="cpu")
     session = ModelSession(base.model_path, base.providers)
     warm_up(session)
@@ -144,6 +146,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="length of each trial")
     p.add_argument("--client-procs", type=int, default=2, help="client processes (each drives many streams)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
+    p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                   help="the server's event loop (the clients use uvloop when installed)")
     p.add_argument("--port", type=int, default=8792)
     p.add_argument("--json", help="write the results here")
 
@@ -158,7 +162,7 @@ def run(args) -> int:
     log.setLevel(logging.INFO)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load1 = os.getloadavg()[0]
-    r = asyncio.run(_main(args))
+    r = eventloop.run(_main(args), args.event_loop)
     b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
     best = r["batched"]["trials"].get(str(b), {}) if b else {}
     out = {
@@ -166,7 +170,8 @@ def run(args) -> int:
                     "python": platform.python_version()},
         "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, "seconds": args.seconds,
                      "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
-                     "batch_wait_ms": args.batch_wait_ms, "server_p99_target_ms": SERVER_P99_TARGET_MS,
+                     "batch_wait_ms": args.batch_wait_ms,
+                     "event_loop": eventloop.resolve(args.event_loop), "server_p99_target_ms": SERVER_P99_TARGET_MS,
                      "model": r["model_version"], "lookahead_ms": r["lookahead_ms"],
                      "clients": "real websocket streams of real speech, paced in real time, in "
                                 f"{args.client_procs} client processes on the same CPUs as the server"},

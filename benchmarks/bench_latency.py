@@ -22,6 +22,8 @@ import urllib.request
 
 import numpy as np
 
+from engine import eventloop
+
 log = logging.getLogger("kfusion.bench.latency")
 
 MAX_CLIENT_PROCS = 4
@@ -81,7 +83,7 @@ def _client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: 
         return await asyncio.gather(*(one(k) for k in range(n_streams)))
 
     cpu0 = time.process_time()
-    out = asyncio.run(main())
+    out = eventloop.run(main())  # uvloop when installed, as `kfusion stream` uses
     out_q.put({"streams": out, "cpu_s": time.process_time() - cpu0})
 
 
@@ -209,7 +211,7 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
 
     cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, n_streams))
     load1 = os.getloadavg()[0]
-    r = asyncio.run(_run_load(cfg, n_streams, args.seconds, args.chunk_ms))
+    r = eventloop.run(_run_load(cfg, n_streams, args.seconds, args.chunk_ms), cfg.event_loop)
     ok = [x for x in r["results"] if not x.get("error")]
     errors = [x["error"] for x in r["results"] if x.get("error")]
     cat = lambda key: [v for x in ok for v in x[key]]

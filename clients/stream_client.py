@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine import eventloop
 from engine import protocol as P
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
@@ -212,7 +213,7 @@ def _run(args) -> int:
         coro = stream_audio(args.url, list(_chunks(mono, chunk)), sr, fmt="pcm16", fps=args.fps, output=output,
                             token=args.token, pace_s=None if args.no_pace else args.chunk_ms / 1000.0,
                             on_frame=LiveReport())
-    res = asyncio.run(coro)
+    res = eventloop.run(coro)  # uvloop when installed
     print(file=sys.stderr)
     print(res.summary())
     if res.error:

@@ -39,6 +39,7 @@ class AudioInput:
         self.sample_format = sample_format
         self.dtype = SAMPLE_FORMATS[sample_format]
         self.frame_bytes = self.dtype.itemsize * self.channels  # one sample of every channel
+        self._what = f"{self.sample_format} ({self.dtype.name}) PCM with {self.channels} channel(s)"  # for errors
         self._resampler = None
         if self.sample_rate_hz != SAMPLE_RATE_HZ:
             import soxr
@@ -62,7 +63,9 @@ class AudioInput:
                 f"the sample rate cannot change mid-stream: expected {self.sample_rate_hz} Hz, got {sample_rate_hz}"
             )
         frames = self._validate(pcm)  # (frames, channels) in the stream's dtype; raises before any change
-        if self.dtype.kind == "i":
+        if self.dtype.kind == "i" and self.channels == 1:  # the common case: no channel mean to take
+            mono = frames[:, 0] * np.float32(1.0 / PCM16_FULL_SCALE)  # a new float32 array
+        elif self.dtype.kind == "i":
             mono = frames.astype(np.float32).mean(axis=1, dtype=np.float32) / np.float32(PCM16_FULL_SCALE)
         elif self.channels == 1:
             mono = frames[:, 0]
@@ -90,7 +93,7 @@ class AudioInput:
 
     def _validate(self, pcm) -> np.ndarray:
         """Check one chunk and return it as (frames, channels); raises ValueError naming what was expected."""
-        what = f"{self.sample_format} ({self.dtype.name}) PCM with {self.channels} channel(s)"
+        what = self._what
         if isinstance(pcm, (bytes, bytearray, memoryview)):
             n = memoryview(pcm).nbytes
             if n == 0:

@@ -46,6 +46,7 @@ class EngineConfig:
     # batching
     batch_wait_ms: float = 2.0  # longest a due frame waits for others to join its batch
     max_batch: int = 256
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
     # server
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -69,6 +70,8 @@ class EngineConfig:
             raise ValueError(f"providers must be 'auto', 'cpu' or 'cuda', got {self.providers!r}")
         if not 0 <= self.batch_wait_ms <= 50:
             raise ValueError(f"batch_wait_ms must be in [0, 50] ms, got {self.batch_wait_ms}")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError(f"event_loop must be 'auto', 'uvloop' or 'asyncio', got {self.event_loop!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 < self.port < 65536:

@@ -15,6 +15,7 @@ from importlib import resources
 
 import numpy as np
 
+from engine import eventloop
 from engine import protocol as P
 from engine.server import LandmarkServer, add_config_arguments, config_from_args
 
@@ -171,4 +172,4 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
-    return asyncio.run(_demo(args))
+    return eventloop.run(_demo(args), args.event_loop)

@@ -180,7 +180,7 @@ def _power_spectrum(frame, re, im, power):
 
 
 @njit(cache=True, fastmath={"contract"})  # FMA only: same rounding on every call
-def _yin(hist, bins, block, acf, cmnd):
+def _yin(hist, hist32, bins, block, acf, cmnd):
     """YIN (as librosa.yin, center=False) on hist, the 640 newest samples; returns (f0_hz, aperiodicity).
 
     The autocorrelation is kept incrementally: bins[b * 268 + tau] holds sum x[t] x[t+tau] over the t of hop
@@ -198,12 +198,12 @@ def _yin(hist, bins, block, acf, cmnd):
     for t in range(e - YIN_MAX_PERIOD, YIN_FRAME_SAMPLES - 1):
         lo = max(1, e - t)
         base = ((block - 3 + t // HOP_SAMPLES) % _N_BLOCKS) * n_lag + lo
-        xt = hist[t]
+        xt = hist32[t]
         for m in range(min(YIN_MAX_PERIOD, YIN_FRAME_SAMPLES - 1 - t) + 1 - lo):
-            bins[base + m] += xt * hist[t + lo + m]
+            bins[base + m] += xt * hist32[t + lo + m]
     energy = _dot(hist, 0, 0, YIN_FRAME_SAMPLES)
     for tau in range(1, n_lag):
-        acf[tau] = bins[tau] + bins[n_lag + tau] + bins[2 * n_lag + tau] + bins[3 * n_lag + tau]
+        acf[tau] = (float(bins[tau]) + float(bins[n_lag + tau])) + (float(bins[2 * n_lag + tau]) + float(bins[3 * n_lag + tau]))
     # d(tau) = 2 (acf0 - acf(tau)) - sum_{m<tau} x[m]^2 ; cumulative-mean normalisation (librosa 0.11)
     head = 0.0
     running = 0.0
@@ -242,7 +242,7 @@ def _yin(hist, bins, block, acf, cmnd):
 
 
 @njit(cache=True, fastmath={"contract"})  # FMA only: same rounding on every call
-def _process(hist, bins, prev, x, n_hops, first_hop, out):
+def _process(hist, hist32, bins, prev, x, n_hops, first_hop, out):
     """Run n_hops hops over x (float32); returns False, touching nothing, if x holds NaN or inf."""
     for i in range(x.shape[0]):
         if not math.isfinite(x[i]):
@@ -256,8 +256,10 @@ def _process(hist, bins, prev, x, n_hops, first_hop, out):
     for h in range(n_hops):
         for i in range(YIN_FRAME_SAMPLES - HOP_SAMPLES):
             hist[i] = hist[i + HOP_SAMPLES]
+            hist32[i] = hist32[i + HOP_SAMPLES]
         for i in range(HOP_SAMPLES):
             hist[YIN_FRAME_SAMPLES - HOP_SAMPLES + i] = x[h * HOP_SAMPLES + i]
+            hist32[YIN_FRAME_SAMPLES - HOP_SAMPLES + i] = x[h * HOP_SAMPLES + i]
         row = out[h]
         frame = hist[frame0:]
         # time domain over the 25 ms frame: rms, zero crossings
@@ -289,7 +291,7 @@ def _process(hist, bins, prev, x, n_hops, first_hop, out):
             weighted += mag * _BIN_KHZ[k]
         centroid = weighted / mag_sum if mag_sum >= 2.2250738585072014e-308 else weighted
         # YIN over the 40 ms frame
-        f0, aper = _yin(hist, bins, first_hop + h, acf, cmnd)
+        f0, aper = _yin(hist, hist32, bins, first_hop + h, acf, cmnd)
         voiced = aper < VOICED_MAX_APERIODICITY and rms >= VOICED_MIN_RMS
         semis = 12.0 * math.log2(f0 / F0_REF_HZ) if voiced else 0.0
         log_rms = math.log(rms + RMS_FLOOR)
@@ -315,7 +317,9 @@ class FeatureExtractor:
 
     def __init__(self) -> None:
         self._hist = np.zeros(YIN_FRAME_SAMPLES)  # the 640 newest samples (float64); zeros before start
-        self._bins = np.zeros(_N_BLOCKS * (YIN_MAX_PERIOD + 1))  # YIN autocorrelation, per hop block
+        self._hist32 = np.zeros(YIN_FRAME_SAMPLES, np.float32)  # the same samples in float32, for YIN's products
+        # YIN autocorrelation per hop block, float32: twice the SIMD width (each bin sums <= 160 products)
+        self._bins = np.zeros(_N_BLOCKS * (YIN_MAX_PERIOD + 1), np.float32)
         self._prev = _SILENCE64.copy()  # the previous hop (log-mel in [:80]) for deltas and flux
         self._pending = np.zeros(0, np.float32)  # samples of the hop not yet complete (< HOP_SAMPLES)
         self.hops_emitted = 0
@@ -337,7 +341,7 @@ class FeatureExtractor:
             x = np.array(samples, dtype=np.float32, order="C")
         n_hops = x.shape[0] // HOP_SAMPLES
         out = np.empty((n_hops, N_FEATURES), np.float32)
-        if not _process(self._hist, self._bins, self._prev, x, n_hops, self.hops_emitted, out):
+        if not _process(self._hist, self._hist32, self._bins, self._prev, x, n_hops, self.hops_emitted, out):
             raise ValueError("samples must be finite, got NaN or inf")
         self._pending = x[n_hops * HOP_SAMPLES :].copy()
         self.hops_emitted += n_hops

@@ -21,6 +21,7 @@ from importlib import resources
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
+from engine import eventloop
 from engine import protocol as P
 from engine.config import DEFAULT_HOST, DEFAULT_PORT, EngineConfig
 from engine.controls import CONTROL_NAMES
@@ -382,6 +383,8 @@ def add_config_arguments(p) -> None:
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the landmarks by default")
     p.add_argument("--controls", action="store_true", help="ARKit-named controls on the mic stream's frames")
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest a due frame waits to be batched")
+    p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                   help="asyncio event loop (auto: uvloop when installed)")
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=256, help="connections beyond this are closed with 1013")
@@ -394,7 +397,8 @@ def add_config_arguments(p) -> None:
 
 def config_from_args(args, **overrides) -> EngineConfig:
     kw = {"model_path": args.model_path, "providers": args.providers, "fps": args.fps, "smoothing": args.smoothing,
-              "controls": args.controls, "batch_wait_ms": args.batch_wait_ms, "host": args.host, "port": args.port,
+              "controls": args.controls, "batch_wait_ms": args.batch_wait_ms,
+          "event_loop": args.event_loop, "host": args.host, "port": args.port,
               "max_streams": args.max_streams, "outbox_frames": args.outbox_frames, "token": args.token,
               "allowed_origins": tuple(args.allow_origin), "mic": args.mic, "mic_device": args.mic_device}
     kw.update(overrides)
@@ -416,7 +420,7 @@ def run(args) -> int:
         return serve_workers(config)
     server = LandmarkServer(config)
     try:
-        asyncio.run(server.serve_until_signal())
+        eventloop.run(server.serve_until_signal(), config.event_loop)
     except MicError as exc:
         raise ValueError(f"--mic: {exc}") from exc
     return 0

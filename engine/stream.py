@@ -178,6 +178,8 @@ class Stream:
         self._in_flight, self._pending = self._pending[:n], self._pending[n:]
         if not n:
             return np.zeros((0, self.window, features.N_FEATURES), np.float32)
+        if n == 1:  # the common case live: one step per call, no stacking
+            return self._in_flight[0].window[None]
         return np.stack([s.window for s in self._in_flight])
 
     def complete(self, landmarks: np.ndarray, state_out: np.ndarray, run_start_t: float | None = None,

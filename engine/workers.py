@@ -14,6 +14,7 @@ import signal
 import time
 from multiprocessing.connection import wait
 
+from engine import eventloop
 from engine.config import EngineConfig
 
 log = logging.getLogger("kfusion.workers")
@@ -54,7 +55,7 @@ def _worker_main(config: EngineConfig, log_level: int, ready) -> None:
         watch.cancel()
         await server.stop()
 
-    asyncio.run(main())
+    eventloop.run(main(), config.event_loop)
 
 
 class Supervisor:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER
 from export.model import ModelDims, config_hash
 
 log = logging.getLogger("kfusion.train")
@@ -50,6 +51,8 @@ class TrainConfig:
     velocity_weight: float = 1.0
     head_weight: float = 0.05
     kan_reg_weight: float = 1e-4
+    sync_from: str = ""  # checkpoint that re-syncs the pack's train segments first (export.data.sync); "" = off
+    lip_corr_weight: float = 0.0  # > 0: add (1 - Pearson r) of the inner-lip gap per crop (undoes damping)
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
@@ -119,6 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, dest="max_minutes")
     parser.add_argument("--eval-every", type=int, dest="eval_every")
     parser.add_argument("--pack-fraction", type=float, dest="pack_fraction")
+    parser.add_argument("--lip-corr-weight", type=float, dest="lip_corr_weight",
+                        help="weight of the per-crop inner-lip gap correlation loss (0 = off)")
+    parser.add_argument("--velocity-weight", type=float, dest="velocity_weight")
+    parser.add_argument("--sync-from", dest="sync_from",
+                        help="checkpoint used to find and undo each real train clip's audio-video offset")
     parser.add_argument("--lookahead-ms", type=float, dest="lookahead_ms")
     parser.add_argument("--window-hops", type=int, dest="window_hops")
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
@@ -131,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     dims = {k: getattr(args, k) for k in ("lookahead_ms", "window_hops", "global_hidden")
             if getattr(args, k) is not None}
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
-                                          "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from")}
+                                          "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
+                                          "lip_corr_weight", "velocity_weight", "sync_from")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -167,6 +176,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 MOUTH = slice(48, 68)
+LIP_GAP_MIN_STD_PX = 0.5  # crops whose true inner-lip gap moves less than this are left out of lip_corr
 JAW = slice(0, 17)
 
 
@@ -226,9 +236,31 @@ def loss_terms(model, canon, head, batch, cfg: TrainConfig, w_pts) -> dict:
         "head": (hd * m).sum() / n,
         "kan": model.kan1.regularization_loss() + model.kan2.regularization_loss(),
     }
+    terms["lip_corr"] = lip_gap_corr_loss(canon, batch["canonical"], m)
     terms["loss"] = (terms["l1"] + cfg.l2_weight * terms["l2"] + cfg.velocity_weight * terms["vel"]
-                     + cfg.head_weight * terms["head"] + cfg.kan_reg_weight * terms["kan"])
+                     + cfg.head_weight * terms["head"] + cfg.kan_reg_weight * terms["kan"]
+                     + cfg.lip_corr_weight * terms["lip_corr"])
     return terms
+
+
+def lip_gap_corr_loss(pred, truth, mask, min_std_px: float = LIP_GAP_MIN_STD_PX):
+    """Mean over crops of 1 - Pearson r between predicted and true inner-lip gap (masked frames).
+
+    Scale-free, so unlike L1 it does not reward a damped, average mouth. Crops whose true gap barely
+    moves (std under min_std_px: silence, a closed mouth) are left out; 0 when none is left."""
+    import torch
+
+    def gap(p):  # (B, T, 68, 2) -> (B, T): mean of lower minus upper inner-lip y
+        return (p[..., INNER_LIP_LOWER, 1] - p[..., INNER_LIP_UPPER, 1]).mean(-1)
+
+    n = mask.sum(1).clamp_min(1.0)  # (B,)
+    gp, gt = gap(pred), gap(truth)
+    cp = (gp - (gp * mask).sum(1, keepdim=True) / n[:, None]) * mask
+    ct = (gt - (gt * mask).sum(1, keepdim=True) / n[:, None]) * mask
+    vp, vt = (cp * cp).sum(1), (ct * ct).sum(1)
+    r = (cp * ct).sum(1) / torch.sqrt(vp * vt + 1e-6)
+    keep = (vt / n > min_std_px**2).to(pred.dtype)
+    return ((1.0 - r) * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 def validate(model, items, device) -> dict:
@@ -261,19 +293,24 @@ def validate(model, items, device) -> dict:
 
 
 def load_pools(cfg: TrainConfig):
-    """(train pools {'pack', 'synth'}, pack val items, mean face) with features cached per segment."""
+    """(train pools {'pack', 'synth'}, pack val items, mean face, sync report) with features cached per segment."""
     from export.data import pack
     from export.dataset import make_items
 
     root = cfg.pack_root or pack.PACK_DIR
-    pools = {"pack": make_items(pack.load_segments(root, "train", cfg.dims.fps), cfg.dims, desc="pack train")}
+    train_segs, sync_report = pack.load_segments(root, "train", cfg.dims.fps), []
+    if cfg.sync_from:
+        from export.data.sync import align_segments
+
+        train_segs, sync_report = align_segments(train_segs, cfg.sync_from)
+    pools = {"pack": make_items(train_segs, cfg.dims, desc="pack train")}
     if cfg.synth_root:
         if not (Path(cfg.synth_root) / "manifest.json").is_file():
             raise FileNotFoundError(f"no synthetic corpus at {cfg.synth_root} (pass --synth-root '' to skip)")
         segs = pack.load_segments(cfg.synth_root, "train", cfg.dims.fps)
         pools["synth"] = make_items(segs, cfg.dims, desc="synth train")
     val = make_items(pack.load_segments(root, "val", cfg.dims.fps), cfg.dims, desc="pack val")
-    return pools, val, pack.reference_shape(root)
+    return pools, val, pack.reference_shape(root), sync_report
 
 
 def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
@@ -300,8 +337,10 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
         log.info("config %s (hash %s)", json.dumps(cfg.to_dict(), sort_keys=True), cid)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
     torch.manual_seed(cfg.seed)
-    pools, val, mean_face = load_pools(cfg)
+    pools, val, mean_face, sync_report = load_pools(cfg)
     if rank == 0:
+        if sync_report:
+            (out / "sync_offsets.json").write_text(json.dumps(sync_report, indent=1))
         for name, items in {**pools, "pack val": val}.items():
             log.info("%s: %d segments, %.1f min", name, len(items), sum(it.frames for it in items) / cfg.dims.fps / 60)
     norm = fit_normaliser([it for p in pools.values() for it in p])

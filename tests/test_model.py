@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engine.face import apply_head_motion as np_head_motion
-from export.kan import KANLinear, b_spline_bases, uniform_knots
+from export.kan import KANLinear, b_spline_bases, cox_de_boor_bases, cubic_bases, uniform_knots
 from export.model import EMOTIONS, KFusion, ModelDims, apply_head_motion
 
 TINY = {"conv_channels": 8, "enc_dim": 12, "global_hidden": 10, "global_layers": 2, "ctx_in": 6,
@@ -46,6 +46,36 @@ def test_b_spline_bases_partition_unity_and_match_scipy():
     np.testing.assert_allclose(bases.numpy(), ref, atol=1e-5)
     far = b_spline_bases(torch.tensor([knots[0].item() - 0.1, knots[-1].item() + 0.1]), knots, order, 0.8)
     assert torch.all(far == 0)  # outside the extended grid only the SiLU base path is active
+
+
+def test_cubic_closed_form_equals_cox_de_boor_everywhere():
+    from scipy.interpolate import BSpline
+
+    knots = uniform_knots(5, 3, (-2.0, 2.0))
+    x = torch.linspace(-4.0, 4.0, 16001)  # inside, on and beyond the extended grid
+    closed, recursive = cubic_bases(x, knots, 0.8), cox_de_boor_bases(x, knots, 3, 0.8)
+    np.testing.assert_allclose(closed.numpy(), recursive.numpy(), atol=2e-6)
+    for order in (1, 2):  # the recursion (used for other orders) against scipy
+        k = uniform_knots(4, order, (-1.0, 1.0))
+        xs = torch.linspace(-1.0, 1.0 - 1e-4, 301)
+        ref = BSpline.design_matrix(xs.double().numpy(), k.double().numpy(), order).toarray()
+        np.testing.assert_allclose(b_spline_bases(xs, k, order, 0.5).numpy(), ref, atol=1e-5)
+
+
+def test_lip_gap_corr_loss_rewards_timing_not_size():
+    from export.train import lip_gap_corr_loss
+
+    t = torch.arange(90.0)
+    truth = torch.zeros(2, 90, 68, 2)
+    truth[..., 66, 1] = 5.0 * torch.sin(t / 4.0)  # lower inner lip moves; the upper one is still
+    mask = torch.ones(2, 90)
+    damped = truth * 0.3
+    assert lip_gap_corr_loss(damped, truth, mask).item() < 1e-5  # a damped but in-time mouth costs nothing
+    assert lip_gap_corr_loss(-truth, truth, mask).item() == pytest.approx(2.0, abs=1e-4)  # anti-phase
+    shifted = torch.roll(truth, 6, dims=1)
+    assert 0.1 < lip_gap_corr_loss(shifted, truth, mask).item() < 2.0
+    still = torch.zeros_like(truth)  # a truth that never moves is left out rather than dividing by zero
+    assert lip_gap_corr_loss(truth, still, mask).item() == 0.0
 
 
 def test_kan_layer_rejects_wrong_width_and_learns_a_curve():

@@ -3,7 +3,8 @@
 Server RSS may grow <= 5% after warm-up (which lasts at least until its bounded frame log is full), no frame
 may be lost, dropped or refused, frames must keep up with real time (<= 0.1% late), and the p99 latency
 (server-side and audio-to-arrival) of the last window must match the first.
-Run: KFUSION_SOAK_S=120 [KFUSION_SOAK_STREAMS=64] .venv/bin/pytest -m slow tests/test_soak.py -s
+Run: KFUSION_SOAK_S=120 [KFUSION_SOAK_STREAMS=64] [KFUSION_SOAK_JSON=benchmarks/results/soak.json]
+     .venv/bin/pytest -m slow tests/test_soak.py -s
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ def test_soak_memory_frames_and_latency_stay_steady(tmp_path):
               "lag_p99_first_window_ms": lag_first, "lag_p99_last_window_ms": lag_last, "window_s": WINDOW_S,
               "cpu_s": {"server": round(server_cpu_s, 1), "clients": round(client_cpu_s, 1)}}
     print("soak:", json.dumps(report))
+    if os.environ.get("KFUSION_SOAK_JSON"):  # e.g. benchmarks/results/soak.json, for RESULTS.md
+        import platform
+
+        report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+        report["settings"] = {"streams": SOAK_STREAMS, "seconds": SOAK_S, "chunk_ms": CHUNK_MS,
+                              "late_budget_ms": LATE_BUDGET_MS, "client_procs": 2}
+        report["verdict"] = {"rss_growth_ok": rss_end <= (1 + RSS_GROWTH_MAX) * rss_warm,
+                             "no_frame_lost": s["lost"] == 0 and s["dropped"] == 0,
+                             "p99_steady": p99_last <= P99_STEADY_FACTOR * p99_first + P99_STEADY_SLACK_MS}
+        Path(os.environ["KFUSION_SOAK_JSON"]).write_text(json.dumps(report, indent=1))
     assert not s["n_errors"], f"{s['n_errors']} of {SOAK_STREAMS} streams failed: {report}"
     assert s["lost"] == 0 and s["dropped"] == 0, report
     assert rss_end <= (1 + RSS_GROWTH_MAX) * rss_warm, report
