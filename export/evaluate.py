@@ -24,7 +24,7 @@ DEFAULT_VIDEOS_DIR = Path("/work/cache/eval/videos")
 DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_IMAGES_DIR = REPO / "docs" / "images"
 BASELINES = ("static_face", "mean_face", "loudness_regressor")
-ALL_MODELS = ("streaming", "offline") + BASELINES
+ALL_MODELS = ("streaming", "streaming_smoothed", "offline") + BASELINES
 OFFLINE_TOLERANCE = 1.10  # streaming mouth_ld may be at most 10 % above the offline model's
 STATIC_RATIO_TARGET = 0.8  # streaming mouth_ld <= 0.8 x static_face
 LIP_CORR_TARGET = 0.5
@@ -74,6 +74,21 @@ def streaming_predictor(path: str | None):
     return predict, session.meta
 
 
+def smoothed(predict, fps: int):
+    """The predictor's frames through the engine's causal One Euro filter (EngineConfig defaults)."""
+    from engine.config import EngineConfig
+    from engine.smoothing import OneEuroFilter
+
+    cfg = EngineConfig()
+
+    def run(seg) -> np.ndarray:
+        track = np.asarray(predict(seg), np.float32)
+        f = OneEuroFilter(fps, cfg.one_euro_min_cutoff_hz, cfg.one_euro_beta)
+        return f.filter_track(track.reshape(len(track), -1)).reshape(track.shape)
+
+    return run
+
+
 def offline_predictor(path: str):
     import torch
 
@@ -100,7 +115,7 @@ def build_predictors(args, fps: int) -> tuple[dict, dict]:
     preds: dict = {}
     info: dict = {"skipped": {}, "fps": fps}
     mean_face, lookahead_ms = None, 0.0
-    if "streaming" in wanted or "mean_face" in wanted or "loudness_regressor" in wanted:
+    if any(m in wanted for m in ("streaming", "streaming_smoothed", "mean_face", "loudness_regressor")):
         try:
             predict, meta = streaming_predictor(args.model)
         except FileNotFoundError as exc:
@@ -116,6 +131,8 @@ def build_predictors(args, fps: int) -> tuple[dict, dict]:
                                  "path": str(args.model or "engine/assets/kfusion_stream.onnx")}
             if "streaming" in wanted:
                 preds["streaming"] = predict
+            if "streaming_smoothed" in wanted:  # what `--smoothing` streams: the engine's One Euro defaults
+                preds["streaming_smoothed"] = smoothed(predict, fps)
     for path in args.lookahead_models:
         predict, meta = streaming_predictor(path)
         name = f"streaming_la{meta.lookahead_ms:g}ms"
