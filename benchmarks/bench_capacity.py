@@ -18,13 +18,17 @@ import platform
 import resource
 import time
 
-from engine import eventloop
+import numpy as np
+
+from engine import eventloop, features
 
 log = logging.getLogger("kfusion.bench.capacity")
 
 SERVER_P99_TARGET_MS = 50.0
 CHUNK_MS = 20
 SETTLE_S = 1.0  # between trials: let the previous clients' sockets close
+PROBE_BATCH = 32  # speed probe before each trial: model calls of this many rows ...
+PROBE_CALLS = 40  # ... this many times (about 0.1 s)
 
 
 def _cpu_s() -> float:
@@ -97,6 +101,23 @@ def _plan(start: int, max_streams: int, resolution: int):
     return good, bad
 
 
+def speed_probe_us(session, batch: int = PROBE_BATCH, calls: int = PROBE_CALLS) -> float:
+    """How fast this shared machine is right now: median model time per row at `batch` (us), idle server.
+
+    The host's other tenants change it by 2x within minutes; trials are only comparable at similar probes.
+    """
+    meta = session.meta
+    feats = np.tile(features.SILENCE, (batch, 1, meta.window_hops, 1)).astype(np.float32)
+    ident = np.repeat(meta.mean_face[None], batch, 0).astype(np.float32)
+    state = session.initial_state(batch)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        session.run(feats, ident, state)
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1e6 / batch, 1)
+
+
 async def _main(args) -> dict:
     """Both searches (batched and the unbatched peer) in alternating trials, so that both see the same
     background load on a shared machine."""
@@ -108,8 +129,8 @@ async def _main(args) -> dict:
     from engine.config import EngineConfig
     from engine.session import ModelSession
 
-    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop, max_streams=max(256, 2 * args.max),
-                        providers="cpu")
+    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop,
+                        max_streams=max(256, 2 * args.max), providers="cpu")
     session = ModelSession(base.model_path, base.providers)
     warm_up(session)
     configs = {"batched": base, "unbatched": replace(base, max_batch=1)}
@@ -121,7 +142,9 @@ async def _main(args) -> dict:
             for label in list(next_n):
                 n = next_n[label]
                 bar.set_postfix_str(f"{label}: {n} streams")
+                probe = speed_probe_us(session)
                 t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n)
+                t["speed_probe_us_per_row"] = probe
                 out[label]["trials"][str(n)] = t
                 bar.update(1)
                 log.info("%s %d streams: %s (server p99 %s ms, lag p99 %s ms, server cpu %.2f) %s", label, n,
