@@ -103,6 +103,9 @@ async def _run_load(cfg, n_streams: int, seconds: float, chunk_ms: int) -> dict:
         t = time.perf_counter()
         session.run(feats, ident, state)
         bare.append((time.perf_counter() - t) * 1000.0)
+    from benchmarks.bench_capacity import speed_probe_us
+
+    probe = speed_probe_us(session)  # how fast the shared host is right now (it swings 2x)
     server = LandmarkServer(cfg, session=session)
     await server.start()
     url = f"ws://{cfg.host}:{server.port}/ws"
@@ -136,6 +139,7 @@ async def _run_load(cfg, n_streams: int, seconds: float, chunk_ms: int) -> dict:
     frame_log = np.asarray(server.frame_log, np.float64).reshape(-1, 6)
     await server.stop()
     return {"results": results, "frame_log": frame_log, "bare_ms": bare, "calls": calls, "rows": rows,
+            "speed_probe_us_per_row": probe,
             "cpu": {"server_s": round(server_cpu_s, 2), "clients_s": round(client_cpu_s, 2), "wall_s": round(wall_s, 2),
                     "server_ms_per_stream_second": round(1000 * server_cpu_s / (n_streams * seconds), 2)},
             "lookahead_ms": meta.lookahead_ms, "model_version": meta.model_version}
@@ -223,6 +227,7 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
     return {
         "streams": n_streams,
         "load1_at_start": round(load1, 2),
+        "speed_probe_us_per_row": r["speed_probe_us_per_row"],
         "client_procs": min(MAX_CLIENT_PROCS, n_streams),
         "model": r["model_version"],
         "lookahead_ms": r["lookahead_ms"],

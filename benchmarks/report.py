@@ -64,9 +64,14 @@ def _settings(d) -> str:
     return _fmt(s)
 
 
+RUN_BY = {"soak": "The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 "
+                  "KFUSION_SOAK_JSON=benchmarks/results/soak.json pytest -m slow tests/test_soak.py`)"}
+
+
 def _head(name: str, d: dict, path: Path) -> list[str]:
     date = d.get("date_utc") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
-    return [f"## Benchmark: {name}", "", f"`kfusion bench {name}` on {date} (results: `benchmarks/results/{path.name}`).",
+    how = RUN_BY.get(name, f"`kfusion bench {name}`")
+    return [f"## Benchmark: {name}", "", f"{how} on {date} (results: `benchmarks/results/{path.name}`).",
             "", f"- Machine: {_machine(d)}", f"- Settings: {_settings(d)}"]
 
 
