@@ -7,6 +7,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from engine.eventloop import EVENT_LOOPS
+
 # --- audio and feature timing -------------------------------------------------------------------
 SAMPLE_RATE_HZ = 16_000
 HOP_MS = 10
@@ -46,7 +48,7 @@ class EngineConfig:
     # batching
     batch_wait_ms: float = 2.0  # longest a due frame waits for others to join its batch
     max_batch: int = 256
-    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
+    event_loop: str = "auto"  # one of EVENT_LOOPS: auto (uvloop when installed) | uvloop | asyncio
     # server
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -70,8 +72,8 @@ class EngineConfig:
             raise ValueError(f"providers must be 'auto', 'cpu' or 'cuda', got {self.providers!r}")
         if not 0 <= self.batch_wait_ms <= 50:
             raise ValueError(f"batch_wait_ms must be in [0, 50] ms, got {self.batch_wait_ms}")
-        if self.event_loop not in ("auto", "uvloop", "asyncio"):
-            raise ValueError(f"event_loop must be 'auto', 'uvloop' or 'asyncio', got {self.event_loop!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"event_loop must be one of {EVENT_LOOPS}, got {self.event_loop!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 < self.port < 65536:

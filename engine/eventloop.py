@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-
-log = logging.getLogger("kfusion.eventloop")
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop when it imports, else asyncio's own loop
 

@@ -183,8 +183,9 @@ def _power_spectrum(frame, re, im, power):
 def _yin(hist, hist32, bins, block, acf, cmnd):
     """YIN (as librosa.yin, center=False) on hist, the 640 newest samples; returns (f0_hz, aperiodicity).
 
-    The autocorrelation is kept incrementally: bins[b * 268 + tau] holds sum x[t] x[t+tau] over the t of hop
-    block b whose partner t+tau has arrived, so each hop adds only the 160 products per lag that the
+    The autocorrelation is kept incrementally (float32 products and sums from hist32, the same samples
+    as hist; energies and the normalisation stay float64): bins[b * 268 + tau] holds sum x[t] x[t+tau]
+    over the t of hop block b whose partner t+tau has arrived, so each hop adds only the 160 products per lag that the
     new samples complete (a third of a direct evaluation) and the frame's acf is the sum of 4 bins.
     hist's block i (samples 160 i .. 160 i + 159) is bins row (block - 3 + i) % 4 (flat: it vectorises).
     """
@@ -203,7 +204,9 @@ def _yin(hist, hist32, bins, block, acf, cmnd):
             bins[base + m] += xt * hist32[t + lo + m]
     energy = _dot(hist, 0, 0, YIN_FRAME_SAMPLES)
     for tau in range(1, n_lag):
-        acf[tau] = (float(bins[tau]) + float(bins[n_lag + tau])) + (float(bins[2 * n_lag + tau]) + float(bins[3 * n_lag + tau]))
+        # the four float32 block sums, added in float64
+        acf[tau] = ((float(bins[tau]) + float(bins[n_lag + tau]))
+                    + (float(bins[2 * n_lag + tau]) + float(bins[3 * n_lag + tau])))
     # d(tau) = 2 (acf0 - acf(tau)) - sum_{m<tau} x[m]^2 ; cumulative-mean normalisation (librosa 0.11)
     head = 0.0
     running = 0.0
