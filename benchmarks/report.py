@@ -159,6 +159,8 @@ def _quality(name: str, d: dict, path: Path) -> list[str]:
               f"face, mouth LD {_fmt(100 * d['static_face_mouth_ld'])} %."), "",
               "| lookahead ms | latency ms | mouth LD % | vs still face | lip-gap r | lag ms | model |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    if d.get("recipe"):
+        lines[-2:-2] = [f"Recipe: {d['recipe']}", ""]
     for q in d["points"]:
         lines.append(f"| {_fmt(q['lookahead_ms'])} | {_fmt(q['latency_ms'])} | {_fmt(100 * q['mouth_ld'])} | "
                      f"{_fmt(q['mouth_ld_vs_static'])} | {_fmt(q['lip_gap_corr'])} | {_fmt(q['lip_gap_lag_ms'])} | "
