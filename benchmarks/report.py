@@ -64,8 +64,9 @@ def _settings(d) -> str:
     return _fmt(s)
 
 
-RUN_BY = {"soak": "The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 "
-                  "KFUSION_SOAK_JSON=benchmarks/results/soak.json pytest -m slow tests/test_soak.py`)"}
+SOAK_RUN = ("The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 KFUSION_SOAK_JSON=benchmarks/results/{} "
+            "pytest -m slow tests/test_soak.py`)")
+RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
