@@ -397,8 +397,8 @@ def add_config_arguments(p) -> None:
 
 def config_from_args(args, **overrides) -> EngineConfig:
     kw = {"model_path": args.model_path, "providers": args.providers, "fps": args.fps, "smoothing": args.smoothing,
-              "controls": args.controls, "batch_wait_ms": args.batch_wait_ms,
-          "event_loop": args.event_loop, "host": args.host, "port": args.port,
+              "controls": args.controls, "batch_wait_ms": args.batch_wait_ms, "event_loop": args.event_loop,
+              "host": args.host, "port": args.port,
               "max_streams": args.max_streams, "outbox_frames": args.outbox_frames, "token": args.token,
               "allowed_origins": tuple(args.allow_origin), "mic": args.mic, "mic_device": args.mic_device}
     kw.update(overrides)
