@@ -131,13 +131,11 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, eng
     tts = {name: [s for s in specs if s["engine"] == name] for name in ("festival", "espeak")}
     by_id = {}
     if tts["festival"]:
-        reqs = [festival.TtsRequest(s["text"], s["voice"], s["duration_stretch"], s["pitch_semitones"], s["f0_range"])
-                for s in tts["festival"]]
+        reqs = [festival.TtsRequest.from_spec(s) for s in tts["festival"]]
         with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
             by_id.update(zip([s["id"] for s in tts["festival"]], festival.synthesize(reqs, Path(tmp))))
     if tts["espeak"]:
-        reqs = [espeak.EspeakRequest(s["text"], s["voice"], s["duration_stretch"], s["pitch_semitones"], s["f0_range"])
-                for s in tts["espeak"]]
+        reqs = [espeak.EspeakRequest.from_spec(s) for s in tts["espeak"]]
         by_id.update(zip([s["id"] for s in tts["espeak"]], espeak.synthesize(reqs)))
     results = [by_id[s["id"]] for s in specs]
     records = []

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import ctypes
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soxr
 
 from engine.config import SAMPLE_RATE_HZ
+from export.synth.request import SpeechRequest
 
 LIBRARY = "libespeak-ng.so.1"
 LANGS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
@@ -60,23 +60,11 @@ class _Event(ctypes.Structure):  # espeak_EVENT in speak_lib.h
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
-@dataclass(frozen=True)
-class EspeakRequest:
-    """One utterance: text, espeak voice ('lang+variant'), rate factor (>1 slower), pitch shift, F0 range factor."""
+class EspeakRequest(SpeechRequest):
+    """One espeak-ng utterance; voice is 'lang+variant' from VOICES."""
 
-    text: str
-    voice: str
-    duration_stretch: float = 1.0
-    pitch_semitones: float = 0.0
-    f0_range: float = 1.0
-
-    def __post_init__(self):
-        if self.voice not in VOICES:
-            raise ValueError(f"voice must be one of espeak.VOICES (e.g. {VOICES[0]!r}), got {self.voice!r}")
-        if not 0.5 <= self.duration_stretch <= 2.0:
-            raise ValueError(f"duration_stretch must be in [0.5, 2], got {self.duration_stretch}")
-        if not self.text.strip():
-            raise ValueError(f"text must be non-empty, got {self.text!r}")
+    VOICES = VOICES
+    VOICES_NAME = "espeak.VOICES"
 
 
 class _Engine:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import soundfile as sf
 import soxr
 
 from engine.config import SAMPLE_RATE_HZ
+from export.synth.request import SpeechRequest
 
 VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 # Mean/std F0 that festival's linear-regression intonation model targets for each diphone voice.
@@ -22,21 +22,12 @@ DIPHONE_F0_HZ = {"kal_diphone": (105.0, 14.0), "ked_diphone": (110.0, 16.0)}
 FESTIVAL_TIMEOUT_S = 600
 
 
-@dataclass(frozen=True)
-class TtsRequest:
-    """One utterance: text, voice, rate factor (>1 slower), pitch shift in semitones, F0 range factor."""
+class TtsRequest(SpeechRequest):
+    """One festival utterance; the text goes into a Scheme string, so no double quotes or backslashes."""
 
-    text: str
-    voice: str
-    duration_stretch: float = 1.0
-    pitch_semitones: float = 0.0
-    f0_range: float = 1.0
+    VOICES = VOICES
 
-    def __post_init__(self):
-        if self.voice not in VOICES:
-            raise ValueError(f"voice must be one of {VOICES}, got {self.voice!r}")
-        if not 0.5 <= self.duration_stretch <= 2.0:
-            raise ValueError(f"duration_stretch must be in [0.5, 2], got {self.duration_stretch}")
+    def check_text(self) -> None:
         if '"' in self.text or "\\" in self.text or not self.text.strip():
             raise ValueError(f"text must be non-empty without double quotes or backslashes, got {self.text!r}")
 
