@@ -75,11 +75,16 @@ class ModelDims:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelDims:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"ModelDims got unknown fields {sorted(unknown)}")
+        reject_unknown_fields(cls, d, "ModelDims")
         return cls(**d)
+
+
+def reject_unknown_fields(cls, d: dict, what: str) -> None:
+    """ValueError naming the keys of d that are not fields of the dataclass cls (and the known ones)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{what} got unknown fields {sorted(unknown)} (known: {sorted(known)})")
 
 
 def config_hash(config: dict) -> str:

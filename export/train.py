@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER
-from export.model import ModelDims, config_hash
+from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
 DEFAULT_OUT = "/work/cache/train/stream"
@@ -76,10 +76,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training config keys {sorted(unknown)} (known: {sorted(known)})")
+        reject_unknown_fields(cls, d, "the training config")
         d = dict(d)
         if isinstance(d.get("dims"), dict):
             d["dims"] = ModelDims.from_dict(d["dims"])
