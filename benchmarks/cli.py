@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "capacity": "how many live streams one process serves in real time",
     "model": "ONNX Runtime model per frame and per batch vs torch eager",
     "quality": "landmark error on the pack's test split vs baselines",
+    "articulation": "lips close on p/b/m and open on open vowels, unseen voices and sentences",
     "coldstart": "process start to first landmark frame",
     "scaleout": "live streams within target with `serve --workers 2` vs one process",
 }

@@ -169,7 +169,33 @@ def _quality(name: str, d: dict, path: Path) -> list[str]:
     return lines + ["", "![quality against lookahead](../docs/images/quality_lookahead.png)"]
 
 
-RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality}
+def _articulation(name: str, d: dict, path: Path) -> list[str]:
+    st = d["settings"]
+    t = st["targets"]
+    lines = _head(name, d, path)
+    lines += ["", (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by "
+                   f"{st['voices']} espeak-ng voice variants that no training corpus used. Closed: the inner-lip gap "
+                   f"falls to {_fmt(st['closed_gap_pct'])} % of the eye distance or less during a p, b or m; open: it "
+                   f"reaches {_fmt(st['open_gap_pct'])} % during an open vowel. Separation: the chance that an open "
+                   f"vowel's widest gap beats a bilabial's narrowest. Our targets: closed >= {_fmt(t['closed_fraction'])}, "
+                   f"opened >= {_fmt(t['opened_fraction'])}, separation >= {_fmt(t['separation'])}. Peer: {d['peer']}."),
+              "", ("| model | closed | opened | separation | p/b/m gap % (p90) | open-vowel gap % (p10) | "
+                   "closure vs phone middle ms | closed p / b / m |"),
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for model, m in d["models"].items():
+        per = " / ".join(_fmt(m["by_bilabial"][p]["closed_fraction"]) for p in ("p", "b", "m"))
+        lines.append(f"| {model} | {_fmt(m['closed_fraction'])} | {_fmt(m['opened_fraction'])} | "
+                     f"{_fmt(m['separation'])} | {_fmt(m['bilabial_gap_pct'])} ({_fmt(m['bilabial_gap_p90_pct'])}) | "
+                     f"{_fmt(m['open_vowel_gap_pct'])} ({_fmt(m['open_vowel_gap_p10_pct'])}) | "
+                     f"{_fmt(m['closure_offset_ms'])} | {per} |")
+    lines += ["", (f"Streaming over the peer: median p/b/m gap x{_fmt(d['ratio_bilabial_gap_over_peer'])}, "
+                   f"separation x{_fmt(d['ratio_separation_over_peer'])}."),
+              "", "![inner-lip gap on a held-out voice](../docs/images/articulation.png)"]
+    return lines
+
+
+RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality,
+             "articulation": _articulation}
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:

@@ -1,0 +1,228 @@
+"""Articulation on speech no model heard: do the lips close on p, b, m and open on open vowels?
+
+Sentences written for this benchmark (not from the synth generator) are spoken by espeak-ng voice
+variants that no training corpus used; espeak-ng's phoneme events give exact phone times. Each model's
+inner-lip gap is read at every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
+Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
+
+Usage: kfusion bench articulation [--model ONNX] [--offline-ckpt CKPT] [--json PATH] [--plot PNG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PLOT = REPO / "docs" / "images" / "articulation.png"
+PEER = "loudness_regressor"
+# espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
+# time), each paired with one of the training accents in turn.
+HELD_OUT_VARIANTS = ("Alex", "Edward", "Gene", "John", "Lee", "Michel", "Mr_Serious", "Quincy", "Rob", "Zac",
+                     "norbert", "shelby", "travis", "victor", "Alicia", "Belinda", "anika", "Andrea")
+SENTENCES = (
+    "Bob bought a map of the big bay by the boat.",
+    "My mom made apple pie for the baby.",
+    "Pam and Ben sat by the lamp at the top of the ramp.",
+    "A cup of warm soup helps me after a bad day.",
+    "The mob stopped the bus by the old pump.",
+    "Put the black pan back on the stove, Bill.",
+    "Barbara swam past the palm by the pond.",
+    "Mark paid for the map and a bottle of wine.",
+    "Palm trees bend in the hot summer wind.",
+    "Maybe the bright lamp will calm the small baby.",
+    "Pack the bags and park the car by the barn.",
+    "Bright bubbles popped above the bath.",
+    "The pilot banked the plane above the harbour.",
+    "Please pass the butter and the warm bread.",
+    "Bears might climb up the pine by the cabin.",
+    "A lot of people watched the parade from the bridge.",
+    "Amber lamps hung above the market stalls.",
+    "Father opened the box of old maps.",
+    "The cowboy lost his hat on the bumpy path.",
+    "Mabel hopes to buy a top hat in Bombay.",
+)
+VOICES_PER_SENTENCE = 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from export.evaluate import DEFAULT_OFFLINE_CKPT
+
+    p.add_argument("--model", default=None, help="streaming ONNX model (default: the shipped one)")
+    p.add_argument("--offline-ckpt", default=str(DEFAULT_OFFLINE_CKPT),
+                   help="bidirectional checkpoint, scored as `offline` when the file exists")
+    p.add_argument("--sentences", type=int, default=len(SENTENCES),
+                   help=f"score only the first N of the {len(SENTENCES)} sentences (quick checks)")
+    p.add_argument("--plot", default=str(DEFAULT_PLOT), help="where to write the gap-trace picture")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+
+
+def held_out_voices() -> tuple[str, ...]:
+    """'accent+variant' names: unseen variants over the training accents; refuses any variant used in training."""
+    from export.synth import espeak
+
+    seen = {v.lower() for v in espeak.VARIANTS}
+    overlap = sorted(v for v in HELD_OUT_VARIANTS if v.lower() in seen)
+    if overlap:
+        raise ValueError(f"held-out variants {overlap} are in the training table espeak.VARIANTS")
+    return tuple(f"{espeak.LANGS[i % len(espeak.LANGS)]}+{v}" for i, v in enumerate(HELD_OUT_VARIANTS))
+
+
+def request_type():
+    """espeak-ng's request type narrowed to the held-out voices."""
+    from export.synth import espeak
+
+    return type("HeldOutRequest", (espeak.EspeakRequest,),
+                {"VOICES": held_out_voices(), "VOICES_NAME": "bench_articulation.HELD_OUT_VARIANTS"})
+
+
+def held_out_speech(sentences=SENTENCES, voices_per_sentence: int = VOICES_PER_SENTENCE) -> list[dict]:
+    """[{text, voice, audio (16 kHz float32), phones}] for every sentence x voices_per_sentence voices."""
+    from tqdm import tqdm
+
+    from export.synth import espeak
+
+    req_type = request_type()
+    voices = req_type.VOICES
+    reqs = [req_type(text, voices[(voices_per_sentence * i + k) % len(voices)])
+            for i, text in enumerate(sentences) for k in range(voices_per_sentence)]
+    out = []
+    for req in tqdm(reqs, desc="espeak-ng held-out speech", unit="utt"):
+        (audio, phones), = espeak.synthesize([req])
+        out.append({"text": req.text, "voice": req.voice, "audio": audio, "phones": phones})
+    return out
+
+
+def gap_and_events(predict, utt: dict, identity: np.ndarray, fps: int) -> tuple[np.ndarray, list[dict]]:
+    """Run one predictor (export.evaluate style: takes a segment-like object) on one utterance."""
+    from export.articulation import inner_gap_pct, phone_events
+
+    n = int(np.ceil(len(utt["audio"]) / 16000 * fps))
+    seg = SimpleNamespace(audio=utt["audio"], identity=identity, canonical=np.zeros((n, 68, 2), np.float32))
+    gap = inner_gap_pct(predict(seg))
+    return gap, phone_events(gap, utt["phones"], fps)
+
+
+def build_models(args, fps: int) -> tuple[dict, dict]:
+    """name -> predictor(utterance namespace with audio, identity, canonical); plus info per model."""
+    from export.baselines import LoudnessRegressor
+    from export.data.pack import PACK_DIR, load_segments
+    from export.evaluate import offline_predictor, streaming_predictor
+
+    predict, meta = streaming_predictor(args.model)
+    if round(meta.fps) != fps:
+        raise ValueError(f"the streaming model runs at {meta.fps} fps, expected {fps}")
+    preds = {"streaming": predict}
+    info = {"streaming": {"model_version": meta.model_version, "lookahead_ms": meta.lookahead_ms},
+            "mean_face": meta.mean_face}
+    if args.offline_ckpt and Path(args.offline_ckpt).is_file():
+        preds["offline"], _dims, ometa = offline_predictor(args.offline_ckpt)
+        info["offline"] = {"model_version": ometa.get("model_version"), "path": str(args.offline_ckpt)}
+    else:
+        print(f"offline checkpoint {args.offline_ckpt} not found: offline model skipped")
+    reg = LoudnessRegressor.fit(load_segments(PACK_DIR, "train", fps), fps, meta.lookahead_ms)
+    preds[PEER] = lambda u: reg.predict(u.audio, u.identity, len(u.canonical))
+    info[PEER] = {"fit_split": reg.fit_split, "train_clips": len(reg.fitted_on)}
+    return preds, info
+
+
+def plot_traces(utt: dict, gaps: dict, fps: int, out: Path) -> None:
+    """One utterance: each model's inner-lip gap over time, bilabials shaded red, open vowels blue."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from export.articulation import BILABIALS, CLOSED_GAP_PCT, OPEN_GAP_PCT, OPEN_VOWELS
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    for p, s, e in utt["phones"]:
+        if p in BILABIALS or p in OPEN_VOWELS:
+            ax.axvspan(s, e, color="tab:red" if p in BILABIALS else "tab:blue", alpha=0.15, lw=0)
+            ax.text(0.5 * (s + e), 1.0, p, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+    for name, g in gaps.items():
+        ax.plot(np.arange(len(g)) / fps, g, label=name, lw=1.6 if name == "streaming" else 1.0)
+    ax.axhline(CLOSED_GAP_PCT, color="tab:red", ls=":", lw=0.8)
+    ax.axhline(OPEN_GAP_PCT, color="tab:blue", ls=":", lw=0.8)
+    ax.set_xlabel("audio time (s)")
+    ax.set_ylabel("inner-lip gap (% eye distance)")
+    ax.set_title(f"\"{utt['text']}\" ({utt['voice']}, a voice no model heard); red: p b m, blue: open vowels",
+                 fontsize=9, pad=14)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    import json
+
+    from export.articulation import (
+        CLOSED_GAP_PCT,
+        OPEN_GAP_PCT,
+        TARGET_CLOSED_FRACTION,
+        TARGET_OPENED_FRACTION,
+        TARGET_SEPARATION,
+        summarise_events,
+    )
+
+    if not 1 <= args.sentences <= len(SENTENCES):
+        raise ValueError(f"--sentences must be in 1..{len(SENTENCES)}, got {args.sentences}")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    fps = 30
+    t0 = time.perf_counter()
+    speech = held_out_speech(SENTENCES[: args.sentences])
+    preds, info = build_models(args, fps)
+    mean_face = info.pop("mean_face")
+    events = {name: [] for name in preds}
+    first_gaps = {}
+    for k, utt in enumerate(speech):
+        for name, predict in preds.items():
+            gap, ev = gap_and_events(predict, utt, mean_face, fps)
+            events[name] += ev
+            if k == 0:
+                first_gaps[name] = gap
+    models = {name: summarise_events(ev) for name, ev in events.items()}
+    peer = models[PEER]
+    s = models["streaming"]
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": {"utterances": len(speech), "sentences": args.sentences,
+                     "voices": len({u["voice"] for u in speech}),
+                     "fps": fps, "closed_gap_pct": CLOSED_GAP_PCT, "open_gap_pct": OPEN_GAP_PCT,
+                     "targets": {"closed_fraction": TARGET_CLOSED_FRACTION, "opened_fraction": TARGET_OPENED_FRACTION,
+                                 "separation": TARGET_SEPARATION}},
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "info": info,
+        "peer": PEER,
+        "models": models,
+        "ratio_bilabial_gap_over_peer": round(s["bilabial_gap_pct"] / peer["bilabial_gap_pct"], 3),
+        "ratio_separation_over_peer": round(s["separation"] / peer["separation"], 3),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(f"machine: {out['machine']}")
+    print(f"{len(speech)} held-out utterances ({args.sentences} sentences, {out['settings']['voices']} unseen voices); "
+          f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
+    print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
+          f"{'vowel gap':>9} {'p10':>6} {'closure ms':>10}")
+    for name, m in models.items():
+        print(f"{name:<20} {m['closed_fraction']:>7.3f} {m['opened_fraction']:>7.3f} {m['separation']:>10.3f} "
+              f"{m['bilabial_gap_pct']:>9.2f} {m['bilabial_gap_p90_pct']:>6.2f} {m['open_vowel_gap_pct']:>9.2f} "
+              f"{m['open_vowel_gap_p10_pct']:>6.2f} {m['closure_offset_ms']:>10.1f}")
+    print(f"streaming vs {PEER}: median p/b/m gap x{out['ratio_bilabial_gap_over_peer']}, separation "
+          f"x{out['ratio_separation_over_peer']}; closed {s['closed_fraction']} vs {peer['closed_fraction']}; "
+          f"meets targets: {s['meets_targets']}")
+    if args.plot:
+        plot_traces(speech[0], first_gaps, fps, Path(args.plot))
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0

@@ -1,0 +1,125 @@
+"""Articulation scores (export/articulation.py) and the held-out speech of `kfusion bench articulation`."""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+
+import numpy as np
+import pytest
+
+from export.articulation import (
+    CLOSED_GAP_PCT,
+    OPEN_GAP_PCT,
+    inner_gap_pct,
+    phone_events,
+    separation,
+    summarise_events,
+)
+
+FPS = 30
+needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None,
+                                  reason="libespeak-ng is not installed")
+
+
+def test_events_take_the_extreme_inside_each_phone_and_time_it():
+    gap = np.full(60, 8.0)
+    gap[14] = 0.5  # the lips shut on frame 14 (0.467 s)
+    gap[40] = 16.0  # and open widest on frame 40 (1.333 s)
+    phones = [("pau", 0.0, 0.4), ("b", 0.4, 0.5), ("aa", 1.2, 1.4), ("s", 1.4, 1.6), ("m", 1.8, 1.95)]
+    ev = phone_events(gap, phones, FPS)
+    assert [e["phone"] for e in ev] == ["b", "aa", "m"]  # pauses and other consonants are not scored
+    b, aa, m = ev
+    assert b["kind"] == "closure" and b["gap_pct"] == 0.5
+    assert b["offset_ms"] == pytest.approx(1000 * (14 / FPS - 0.45))  # 17 ms after the phone's middle
+    assert aa["kind"] == "opening" and aa["gap_pct"] == 16.0
+    assert m["gap_pct"] == 8.0  # nothing shut there
+
+
+def test_a_phone_reaches_one_frame_beyond_its_edges_and_none_past_the_track():
+    gap = np.full(30, 9.0)
+    gap[9] = 1.0  # 0.300 s: one frame before a /p/ at 0.31-0.40 s
+    ev = phone_events(gap, [("p", 0.31, 0.40)], FPS)
+    assert ev[0]["gap_pct"] == 1.0
+    gap[9], gap[8] = 9.0, 1.0  # two frames before: out of reach
+    assert phone_events(gap, [("p", 0.31, 0.40)], FPS)[0]["gap_pct"] == 9.0
+    assert phone_events(gap, [("p", 5.0, 5.1)], FPS) == []  # after the last frame
+
+
+def test_bad_input_is_refused_with_the_expected_shape():
+    with pytest.raises(ValueError, match="1-D"):
+        phone_events(np.zeros((3, 2)), [], FPS)
+    with pytest.raises(ValueError, match="ends before it starts"):
+        phone_events(np.zeros(10), [("p", 0.2, 0.1)], FPS)
+    with pytest.raises(ValueError, match=r"\(T, 68, 2\)"):
+        inner_gap_pct(np.zeros((5, 20, 2)))
+
+
+def test_separation_is_the_chance_an_opening_beats_a_closure():
+    assert separation(np.array([0.5, 1.0]), np.array([9.0, 12.0])) == 1.0
+    assert separation(np.array([9.0, 12.0]), np.array([0.5, 1.0])) == 0.0
+    assert separation(np.array([3.0]), np.array([3.0])) == 0.5
+    assert separation(np.array([1.0, 6.0]), np.array([5.0])) == 0.5
+    assert np.isnan(separation(np.array([]), np.array([5.0])))
+
+
+def test_summary_counts_closed_and_open_against_the_thresholds():
+    ev = ([{"phone": "p", "kind": "closure", "gap_pct": CLOSED_GAP_PCT - 0.1, "offset_ms": -10.0}] * 3
+          + [{"phone": "m", "kind": "closure", "gap_pct": CLOSED_GAP_PCT + 0.5, "offset_ms": 20.0}]
+          + [{"phone": "aa", "kind": "opening", "gap_pct": OPEN_GAP_PCT + 4, "offset_ms": 0.0}] * 2)
+    s = summarise_events(ev)
+    assert (s["n_bilabials"], s["n_open_vowels"]) == (4, 2)
+    assert s["closed_fraction"] == 0.75 and s["opened_fraction"] == 1.0 and s["separation"] == 1.0
+    assert s["by_bilabial"]["p"]["closed_fraction"] == 1.0 and s["by_bilabial"]["m"]["closed_fraction"] == 0.0
+    assert s["by_bilabial"]["b"] == {"n": 0, "closed_fraction": None, "median_gap_pct": None}
+    assert s["closure_offset_ms"] == -10.0
+    assert s["meets_targets"] is False  # 75 % closed is under the 90 % target
+
+
+def test_gap_is_in_percent_of_the_eye_distance_for_any_face_size():
+    from engine.session import ModelSession, default_model_path
+
+    face = ModelSession(str(default_model_path()), "cpu").meta.mean_face.astype(np.float64)
+    g1 = inner_gap_pct(face[None])
+    g2 = inner_gap_pct((face * 3.0 + 40.0)[None])
+    assert g1.shape == (1,) and g1[0] == pytest.approx(g2[0])
+
+
+@needs_espeak
+def test_held_out_voices_are_unseen_and_the_shipped_model_shuts_and_opens_its_lips():
+    """On a voice and sentences no training corpus held: the lips shut on p/b/m and open on open vowels."""
+    from benchmarks import bench_articulation as B
+    from export.evaluate import streaming_predictor
+    from export.synth import espeak
+
+    voices = B.held_out_voices()
+    assert len(voices) == len(B.HELD_OUT_VARIANTS)
+    assert not {v.split("+")[1].lower() for v in voices} & {v.lower() for v in espeak.VARIANTS}
+    predict, meta = streaming_predictor(None)
+    events = []
+    for utt in B.held_out_speech(B.SENTENCES[:4], voices_per_sentence=1):
+        assert utt["voice"] in voices
+        events += B.gap_and_events(predict, utt, meta.mean_face, FPS)[1]
+    s = summarise_events(events)
+    assert s["n_bilabials"] >= 20 and s["n_open_vowels"] >= 10
+    assert s["separation"] >= 0.95  # nearly every open vowel is wider than nearly every p/b/m
+    assert s["bilabial_gap_pct"] < CLOSED_GAP_PCT < OPEN_GAP_PCT < s["open_vowel_gap_pct"]
+    assert s["opened_fraction"] >= 0.9
+
+
+@needs_espeak
+def test_bench_articulation_writes_json_plot_and_report_section(tmp_path, capsys):
+    from benchmarks.report import build
+    from engine.cli import main
+
+    results = tmp_path / "results"
+    assert main(["bench", "articulation", "--sentences", "2", "--offline-ckpt", "", "--json",
+                 str(results / "articulation.json"), "--plot", str(tmp_path / "articulation.png")]) == 0
+    d = json.loads((results / "articulation.json").read_text())
+    assert set(d["models"]) == {"streaming", "loudness_regressor"} and d["settings"]["utterances"] == 4
+    assert d["models"]["streaming"]["n_bilabials"] > 5 and (tmp_path / "articulation.png").stat().st_size > 10_000
+    assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| streaming |" in text and "| loudness_regressor |" in text and "articulation.png" in text
+    assert main(["bench", "articulation", "--sentences", "0"]) != 0
+    assert "--sentences must be in 1..20, got 0" in capsys.readouterr().err
