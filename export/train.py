@@ -53,6 +53,7 @@ class TrainConfig:
     kan_reg_weight: float = 1e-4
     sync_from: str = ""  # checkpoint that re-syncs the pack's train segments first (export.data.sync); "" = off
     lip_corr_weight: float = 0.0  # > 0: add (1 - Pearson r) of the inner-lip gap per crop (undoes damping)
+    lip_gap_weight: float = 0.0  # > 0: add the L1 error of the inner-lip gap in px (lips that shut fully)
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
@@ -121,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack-fraction", type=float, dest="pack_fraction")
     parser.add_argument("--lip-corr-weight", type=float, dest="lip_corr_weight",
                         help="weight of the per-crop inner-lip gap correlation loss (0 = off)")
+    parser.add_argument("--lip-gap-weight", type=float, dest="lip_gap_weight",
+                        help="weight of the inner-lip gap L1 loss in px (0 = off): lips that shut on p, b, m")
     parser.add_argument("--velocity-weight", type=float, dest="velocity_weight")
     parser.add_argument("--sync-from", dest="sync_from",
                         help="checkpoint used to find and undo each real train clip's audio-video offset")
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None}
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
-                                          "lip_corr_weight", "velocity_weight", "sync_from")}
+                                          "lip_corr_weight", "lip_gap_weight", "velocity_weight", "sync_from")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -234,10 +237,16 @@ def loss_terms(model, canon, head, batch, cfg: TrainConfig, w_pts) -> dict:
         "kan": model.kan1.regularization_loss() + model.kan2.regularization_loss(),
     }
     terms["lip_corr"] = lip_gap_corr_loss(canon, batch["canonical"], m)
+    terms["lip_gap"] = ((inner_gap_px(canon) - inner_gap_px(batch["canonical"])).abs() * m).sum() / n
     terms["loss"] = (terms["l1"] + cfg.l2_weight * terms["l2"] + cfg.velocity_weight * terms["vel"]
                      + cfg.head_weight * terms["head"] + cfg.kan_reg_weight * terms["kan"]
-                     + cfg.lip_corr_weight * terms["lip_corr"])
+                     + cfg.lip_corr_weight * terms["lip_corr"] + cfg.lip_gap_weight * terms["lip_gap"])
     return terms
+
+
+def inner_gap_px(points):
+    """(B, T, 68, 2) -> (B, T): mean of lower minus upper inner-lip y (engine.face.inner_lip_gap, in torch)."""
+    return (points[..., INNER_LIP_LOWER, 1] - points[..., INNER_LIP_UPPER, 1]).mean(-1)
 
 
 def lip_gap_corr_loss(pred, truth, mask, min_std_px: float = LIP_GAP_MIN_STD_PX):
@@ -247,11 +256,8 @@ def lip_gap_corr_loss(pred, truth, mask, min_std_px: float = LIP_GAP_MIN_STD_PX)
     moves (std under min_std_px: silence, a closed mouth) are left out; 0 when none is left."""
     import torch
 
-    def gap(p):  # (B, T, 68, 2) -> (B, T): mean of lower minus upper inner-lip y
-        return (p[..., INNER_LIP_LOWER, 1] - p[..., INNER_LIP_UPPER, 1]).mean(-1)
-
     n = mask.sum(1).clamp_min(1.0)  # (B,)
-    gp, gt = gap(pred), gap(truth)
+    gp, gt = inner_gap_px(pred), inner_gap_px(truth)
     cp = (gp - (gp * mask).sum(1, keepdim=True) / n[:, None]) * mask
     ct = (gt - (gt * mask).sum(1, keepdim=True) / n[:, None]) * mask
     vp, vt = (cp * cp).sum(1), (ct * ct).sum(1)

@@ -78,6 +78,24 @@ def test_lip_gap_corr_loss_rewards_timing_not_size():
     assert lip_gap_corr_loss(truth, still, mask).item() == 0.0
 
 
+def test_lip_gap_loss_pays_a_mouth_that_does_not_shut():
+    from export.train import TrainConfig, loss_terms, point_weights
+
+    cfg = TrainConfig(dims=ModelDims(**TINY), synth_root="", lip_gap_weight=2.0)
+    model = KFusion(cfg.dims)
+    truth = (torch.randn(68, 2, generator=torch.Generator().manual_seed(0)) * 20).expand(1, 30, 68, 2).clone()
+    truth[:, 10:20, 65:68, 1] = truth[:, 10:20, 61:64, 1]  # frames 10-19: the inner lips meet (gap 0)
+    batch = {"canonical": truth, "head": torch.zeros(1, 30, 4), "mask": torch.ones(1, 30)}
+    w = point_weights(cfg)
+    assert loss_terms(model, truth, batch["head"], batch, cfg, w)["lip_gap"].item() == 0.0
+    ajar = truth.clone()
+    ajar[:, :, 65:68, 1] += 1.5  # lower inner lip 1.5 px too low on every frame: the gap is 1.5 px too wide
+    terms = loss_terms(model, ajar, batch["head"], batch, cfg, w)
+    assert terms["lip_gap"].item() == pytest.approx(1.5, abs=1e-5)
+    plain = loss_terms(model, ajar, batch["head"], batch, TrainConfig(dims=ModelDims(**TINY), synth_root=""), w)
+    assert (terms["loss"] - plain["loss"]).item() == pytest.approx(2.0 * 1.5, abs=1e-4)  # weighted into the loss
+
+
 def test_kan_layer_rejects_wrong_width_and_learns_a_curve():
     layer = KANLinear(1, 1, grid_size=8)
     with pytest.raises(ValueError, match="expects 1 input"):
