@@ -52,8 +52,17 @@ N_CONTEXT = len(CONTEXT_NAMES)
 N_FEATURES = N_MELS + N_CONTEXT
 _LOG_RMS, _ZCR, _F0, _VOICED, _APER, _CENTROID, _FLUX, _D_RMS, _D_F0, _D_CENTROID = range(N_MELS, N_FEATURES)
 _N_BLOCKS = YIN_FRAME_SAMPLES // HOP_SAMPLES  # autocorrelation bins, one per hop block of the YIN frame
+_LANES = 8  # float32 lags per SIMD vector (AVX) in YIN's autocorrelation update
+_T_PASS = 8  # samples t whose products one pass over a bin row adds (in registers, in order of t)
+_BIN_STRIDE = (YIN_MAX_PERIOD // _LANES + 1) * _LANES  # 272 lags per bin row: whole vectors, 0..267 used
+_PAD = _T_PASS + _LANES  # zeros either side of the newest hop's float32 copy, so out-of-range products are 0
+_ACF32 = _N_BLOCKS * _BIN_STRIDE + HOP_SAMPLES + 2 * _PAD  # float32 state: 4 bin rows, then the padded hop
+# float64 scratch values per extractor: FFT re and im, power, YIN's acf and cmnd
+_WORK = 2 * (N_FFT // 2) + (N_FFT // 2 + 1) + (YIN_MAX_PERIOD + 1) + (YIN_MAX_PERIOD - YIN_MIN_PERIOD + 1)
 if _N_BLOCKS * HOP_SAMPLES != YIN_FRAME_SAMPLES or YIN_MAX_PERIOD >= 2 * HOP_SAMPLES:
     raise ValueError("the YIN frame must be whole hops long and the longest period under two hops")
+if HOP_SAMPLES % _T_PASS:
+    raise ValueError("a pass of YIN's autocorrelation update must not straddle two hop blocks")
 
 _SILENCE64 = np.zeros(N_FEATURES)  # float64: the kernels' state starts here
 _SILENCE64[:N_MELS] = math.log(MEL_FLOOR)
@@ -180,33 +189,54 @@ def _power_spectrum(frame, re, im, power):
 
 
 @njit(cache=True, fastmath={"contract"})  # FMA only: same rounding on every call
-def _yin(hist, hist32, bins, block, acf, cmnd):
+def _yin(hist, acf32, block, acf, cmnd):
     """YIN (as librosa.yin, center=False) on hist, the 640 newest samples; returns (f0_hz, aperiodicity).
 
-    The autocorrelation is kept incrementally (float32 products and sums from hist32, the same samples
-    as hist; energies and the normalisation stay float64): bins[b * 268 + tau] holds sum x[t] x[t+tau]
-    over the t of hop block b whose partner t+tau has arrived, so each hop adds only the 160 products per lag that the
-    new samples complete (a third of a direct evaluation) and the frame's acf is the sum of 4 bins.
-    hist's block i (samples 160 i .. 160 i + 159) is bins row (block - 3 + i) % 4 (flat: it vectorises).
+    The autocorrelation is kept incrementally (float32 products and sums of the same samples as hist;
+    energies and the normalisation stay float64): bin row b, acf32[b * 272 + tau], holds sum x[t] x[t+tau]
+    over the t of hop block b whose partner t+tau has arrived, so each hop adds only the 160 products per
+    lag that the new samples complete (a third of a direct evaluation) and the frame's acf is the sum of
+    4 bins. hist's block i (samples 160 i .. 160 i + 159) is bin row (block - 3 + i) % 4.
     """
     e = YIN_FRAME_SAMPLES - HOP_SAMPLES  # first new sample in hist
-    n_lag = YIN_MAX_PERIOD + 1
-    cur = (block % _N_BLOCKS) * n_lag
-    for tau in range(n_lag):
-        bins[cur + tau] = 0.0
-    # the new products x[t] x[t+tau] are those with t+tau among the new samples; loop over t so that
-    # each t feeds one bin row and the lag loop is a plain vectorisable axpy (no reduction)
-    for t in range(e - YIN_MAX_PERIOD, YIN_FRAME_SAMPLES - 1):
-        lo = max(1, e - t)
-        base = ((block - 3 + t // HOP_SAMPLES) % _N_BLOCKS) * n_lag + lo
-        xt = hist32[t]
-        for m in range(min(YIN_MAX_PERIOD, YIN_FRAME_SAMPLES - 1 - t) + 1 - lo):
-            bins[base + m] += xt * hist32[t + lo + m]
+    new = _N_BLOCKS * _BIN_STRIDE + _PAD - e  # acf32[new + t] = float32 x[t] for new t, else 0 (padding)
+    cur = (block % _N_BLOCKS) * _BIN_STRIDE
+    for tau in range(_BIN_STRIDE):
+        acf32[cur + tau] = 0.0
+    # the new products x[t] x[t+tau] are those with t+tau among the new samples. Each pass takes 8 t
+    # (of one hop block) over whole vectors of lags, adding their 8 products per lag in order of t in a
+    # register (as a loop over t would, bit for bit): the padding zeros out the products outside the
+    # range, and lags 0 and 268..271 collect unused sums
+    for t0 in range((e - YIN_MAX_PERIOD) // _T_PASS * _T_PASS, YIN_FRAME_SAMPLES - 1, _T_PASS):
+        lo = max(1, e - t0 - (_T_PASS - 1)) // _LANES * _LANES
+        hi = (min(YIN_MAX_PERIOD, YIN_FRAME_SAMPLES - 1 - t0) + _LANES) // _LANES * _LANES
+        row = acf32[((block - 3 + t0 // HOP_SAMPLES) % _N_BLOCKS) * _BIN_STRIDE + lo :]
+        z = acf32[new + t0 + lo :]
+        x0 = np.float32(hist[t0])
+        x1 = np.float32(hist[t0 + 1])
+        x2 = np.float32(hist[t0 + 2])
+        x3 = np.float32(hist[t0 + 3])
+        x4 = np.float32(hist[t0 + 4])
+        x5 = np.float32(hist[t0 + 5])
+        x6 = np.float32(hist[t0 + 6])
+        x7 = np.float32(hist[t0 + 7])
+        for m in range(hi - lo):
+            a = row[m]
+            a += x0 * z[m]
+            a += x1 * z[m + 1]
+            a += x2 * z[m + 2]
+            a += x3 * z[m + 3]
+            a += x4 * z[m + 4]
+            a += x5 * z[m + 5]
+            a += x6 * z[m + 6]
+            a += x7 * z[m + 7]
+            row[m] = a
     energy = _dot(hist, 0, 0, YIN_FRAME_SAMPLES)
-    for tau in range(1, n_lag):
+    for tau in range(1, YIN_MAX_PERIOD + 1):
         # the four float32 block sums, added in float64
-        acf[tau] = ((float(bins[tau]) + float(bins[n_lag + tau]))
-                    + (float(bins[2 * n_lag + tau]) + float(bins[3 * n_lag + tau])))
+        acf[tau] = (float(acf32[tau]) + float(acf32[_BIN_STRIDE + tau])) + (
+            float(acf32[2 * _BIN_STRIDE + tau]) + float(acf32[3 * _BIN_STRIDE + tau])
+        )
     # d(tau) = 2 (acf0 - acf(tau)) - sum_{m<tau} x[m]^2 ; cumulative-mean normalisation (librosa 0.11)
     head = 0.0
     running = 0.0
@@ -245,24 +275,27 @@ def _yin(hist, hist32, bins, block, acf, cmnd):
 
 
 @njit(cache=True, fastmath={"contract"})  # FMA only: same rounding on every call
-def _process(hist, hist32, bins, prev, x, n_hops, first_hop, out):
-    """Run n_hops hops over x (float32); returns False, touching nothing, if x holds NaN or inf."""
+def _process(hist, acf32, prev, work, x, n_hops, first_hop, out):
+    """Run n_hops hops over x (float32); returns False, touching nothing, if x holds NaN or inf.
+
+    work is float64 scratch (_WORK values) for the FFT, the power spectrum and YIN.
+    """
     for i in range(x.shape[0]):
         if not math.isfinite(x[i]):
             return False
-    re = np.empty(_HALF)
-    im = np.empty(_HALF)
-    power = np.empty(N_BINS)
-    acf = np.empty(YIN_MAX_PERIOD + 1)
-    cmnd = np.empty(YIN_MAX_PERIOD - YIN_MIN_PERIOD + 1)
+    re = work[:_HALF]
+    im = work[_HALF : 2 * _HALF]
+    power = work[2 * _HALF : 2 * _HALF + N_BINS]
+    acf = work[2 * _HALF + N_BINS : 2 * _HALF + N_BINS + YIN_MAX_PERIOD + 1]
+    cmnd = work[2 * _HALF + N_BINS + YIN_MAX_PERIOD + 1 :]
     frame0 = YIN_FRAME_SAMPLES - MEL_WIN_SAMPLES
+    new = _N_BLOCKS * _BIN_STRIDE + _PAD
     for h in range(n_hops):
         for i in range(YIN_FRAME_SAMPLES - HOP_SAMPLES):
             hist[i] = hist[i + HOP_SAMPLES]
-            hist32[i] = hist32[i + HOP_SAMPLES]
         for i in range(HOP_SAMPLES):
             hist[YIN_FRAME_SAMPLES - HOP_SAMPLES + i] = x[h * HOP_SAMPLES + i]
-            hist32[YIN_FRAME_SAMPLES - HOP_SAMPLES + i] = x[h * HOP_SAMPLES + i]
+            acf32[new + i] = x[h * HOP_SAMPLES + i]
         row = out[h]
         frame = hist[frame0:]
         # time domain over the 25 ms frame: rms, zero crossings
@@ -286,15 +319,16 @@ def _process(hist, hist32, bins, prev, x, n_hops, first_hop, out):
             flux += max(0.0, max(logmel, FLUX_FLOOR_LOG) - max(prev[b], FLUX_FLOOR_LOG))
             prev[b] = logmel
             row[b] = logmel
+        for k in range(N_BINS):  # magnitudes in place (it vectorises), then the sums in order
+            power[k] = math.sqrt(power[k])
         mag_sum = 0.0
         weighted = 0.0
         for k in range(N_BINS):
-            mag = math.sqrt(power[k])
-            mag_sum += mag
-            weighted += mag * _BIN_KHZ[k]
+            mag_sum += power[k]
+            weighted += power[k] * _BIN_KHZ[k]
         centroid = weighted / mag_sum if mag_sum >= 2.2250738585072014e-308 else weighted
         # YIN over the 40 ms frame
-        f0, aper = _yin(hist, hist32, bins, first_hop + h, acf, cmnd)
+        f0, aper = _yin(hist, acf32, first_hop + h, acf, cmnd)
         voiced = aper < VOICED_MAX_APERIODICITY and rms >= VOICED_MIN_RMS
         semis = 12.0 * math.log2(f0 / F0_REF_HZ) if voiced else 0.0
         log_rms = math.log(rms + RMS_FLOOR)
@@ -320,9 +354,10 @@ class FeatureExtractor:
 
     def __init__(self) -> None:
         self._hist = np.zeros(YIN_FRAME_SAMPLES)  # the 640 newest samples (float64); zeros before start
-        self._hist32 = np.zeros(YIN_FRAME_SAMPLES, np.float32)  # the same samples in float32, for YIN's products
-        # YIN autocorrelation per hop block, float32: twice the SIMD width (each bin sums <= 160 products)
-        self._bins = np.zeros(_N_BLOCKS * (YIN_MAX_PERIOD + 1), np.float32)
+        # YIN autocorrelation per hop block, float32: twice the SIMD width (each bin sums <= 160 products);
+        # then the newest hop in float32 between zeros
+        self._acf32 = np.zeros(_ACF32, np.float32)
+        self._work = np.empty(_WORK)  # scratch for the kernels
         self._prev = _SILENCE64.copy()  # the previous hop (log-mel in [:80]) for deltas and flux
         self._pending = np.zeros(0, np.float32)  # samples of the hop not yet complete (< HOP_SAMPLES)
         self.hops_emitted = 0
@@ -344,7 +379,7 @@ class FeatureExtractor:
             x = np.array(samples, dtype=np.float32, order="C")
         n_hops = x.shape[0] // HOP_SAMPLES
         out = np.empty((n_hops, N_FEATURES), np.float32)
-        if not _process(self._hist, self._hist32, self._bins, self._prev, x, n_hops, self.hops_emitted, out):
+        if not _process(self._hist, self._acf32, self._prev, self._work, x, n_hops, self.hops_emitted, out):
             raise ValueError("samples must be finite, got NaN or inf")
         self._pending = x[n_hops * HOP_SAMPLES :].copy()
         self.hops_emitted += n_hops
