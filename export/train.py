@@ -338,6 +338,8 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
     cid = config_id(cfg)
     if rank == 0:
         log.info("config %s (hash %s)", json.dumps(cfg.to_dict(), sort_keys=True), cid)
+        log.info("device %s, %d process(es)%s", device, world,
+                 f" (DistributedDataParallel, {'nccl' if cuda else 'gloo'})" if world > 1 else "")
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
     torch.manual_seed(cfg.seed)
     pools, val, mean_face, sync_report = load_pools(cfg)

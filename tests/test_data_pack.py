@@ -189,3 +189,17 @@ def test_mead_paths():
     n = mead_labels("test/crop/M030_sad_3_001.mp4")
     assert (n.speaker, n.emotion, n.level, n.clip) == ("M030", "sad", 3, "001")
     assert mead_labels("grid_bbaf2n") is None and mead_labels("sad_WDA_AOC") is None
+
+
+def test_without_the_pack_a_corpus_uses_its_own_mean_face(monkeypatch, caplog):
+    """A machine with only its own corpus (here: the pack itself, as any corpus) still loads it: the
+    canonical frame falls back to the corpus's own train-split mean face, with a warning."""
+    root = pack.PACK_DIR
+    with_pack = pack.load_segments(root, "val", 30, progress=False)
+    monkeypatch.setattr(pack, "PACK_DIR", Path("/nonexistent/talking-faces"))
+    with caplog.at_level("WARNING", logger="kfusion.data"):
+        without = pack.load_segments(root, "val", 30, progress=False)
+    assert "no talking-face pack at /nonexistent/talking-faces" in caplog.text
+    assert [s.clip_id for s in without] == [s.clip_id for s in with_pack]
+    for a, b in zip(without, with_pack):  # the corpus is the pack here, so the frames are the same
+        np.testing.assert_array_equal(a.canonical, b.canonical)

@@ -109,11 +109,21 @@ def reference_shape(root: str | Path = PACK_DIR) -> np.ndarray:
     return ref.copy()
 
 
+def canonical_root(root: str | Path) -> Path:
+    """Whose train-split mean face is the canonical frame: the talking-face pack's when it is there (so
+    every corpus shares one frame), else `root`'s own (a machine that has only its own corpus)."""
+    if (Path(PACK_DIR) / "manifest.json").is_file():
+        return Path(PACK_DIR)
+    log.warning("no talking-face pack at %s: %s's own train-split mean face is the canonical frame "
+                "(set KFUSION_PACK_DIR to use the pack's)", PACK_DIR, root)
+    return Path(root)
+
+
 def load_segments(root: str | Path = PACK_DIR, split: str | None = "train", fps: int = 30,
                   progress: bool = True) -> list[Segment]:
     """Every usable segment of the clips of `split` (None: all splits) in `root`, at `fps` frames/s.
 
-    Landmarks are put in the pack's canonical frame (its train-split mean face), resampled from the
+    Landmarks are put in the pack's canonical frame (its train-split mean face; see canonical_root), resampled from the
     clip's own frame rate, short NaN gaps (<= MAX_GAP_S) filled, and clips cut at longer ones.
     """
     if not isinstance(fps, (int, np.integer)) or isinstance(fps, bool) or fps <= 0:
@@ -125,7 +135,7 @@ def load_segments(root: str | Path = PACK_DIR, split: str | None = "train", fps:
         records = [r for r in records if r["split"] == split]
         if not records:
             log.warning("%s has no clips in split %r (splits present: %s)", root, split, present)
-    reference = reference_shape(PACK_DIR).astype(np.float64)
+    reference = reference_shape(canonical_root(root)).astype(np.float64)
     segments: list[Segment] = []
     for rec in tqdm(records, desc=f"segments {root.name}/{split or 'all'}", unit="clip", disable=not progress):
         segments.extend(clip_segments(rec, reference, int(fps), default_source=root.name))
