@@ -66,7 +66,8 @@ def _settings(d) -> str:
 
 SOAK_RUN = ("The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 KFUSION_SOAK_JSON=benchmarks/results/{} "
             "pytest -m slow tests/test_soak.py`)")
-RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again"}
+RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again",
+          "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
