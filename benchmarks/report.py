@@ -67,6 +67,7 @@ def _settings(d) -> str:
 SOAK_RUN = ("The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 KFUSION_SOAK_JSON=benchmarks/results/{} "
             "pytest -m slow tests/test_soak.py`)")
 RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again",
+          "soak-run3": SOAK_RUN.format("soak-run3.json") + ", run a third time after the feature-kernel speed-up",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,"}
 
 
