@@ -219,7 +219,7 @@ async def test_client_that_never_reads_after_end_gets_a_policy_close(speech_16k)
     """A client sends its audio and `end` and then reads nothing: after the server's drain timeout it is
     closed with 1008 and a reason (not a bare 1011), and its stream state is gone. (A large outbox keeps
     frames queued beyond what the socket buffers hold.)"""
-    from engine.server import DRAIN_TIMEOUT_S
+    from engine.connection import DRAIN_TIMEOUT_S
 
     pcm = (np.tile(speech_16k, 4)[: 20 * 16000] * 32767).astype(np.int16)
     with ServerThread(EngineConfig(port=free_port(), providers="cpu", outbox_frames=1000)) as server:

@@ -256,7 +256,7 @@ async def test_mic_mode_broadcasts_to_subscribers(speech_wav):
 
 async def test_slow_consumer_drops_oldest_frames_and_counts_them():
     """A client that stops reading: the outbox keeps the newest frames, drops the oldest and counts them."""
-    from engine.server import Connection
+    from engine.connection import Connection
     from engine.stream import Frame
 
     class StalledSocket:  # send() never completes, like a peer that stopped reading
