@@ -145,7 +145,9 @@ class BatchSampler:
             n = min(self.crop_frames, it.frames)
             a = 0 if self.rng.random() < self.start_prob else int(self.rng.integers(0, it.frames - n + 1))
             rows.append((it, a, n))
-        return self.collate(rows)
+        out = self.collate(rows)
+        out["synthetic"] = np.array([names[c] == "synth" for c in choice], np.float32)  # (B,) 1 = synthetic row
+        return out
 
     def collate(self, rows) -> dict[str, np.ndarray]:
         b, t = len(rows), max(n for _, _, n in rows)

@@ -54,6 +54,7 @@ class TrainConfig:
     sync_from: str = ""  # checkpoint that re-syncs the pack's train segments first (export.data.sync); "" = off
     lip_corr_weight: float = 0.0  # > 0: add (1 - Pearson r) of the inner-lip gap per crop (undoes damping)
     lip_gap_weight: float = 0.0  # > 0: add the L1 error of the inner-lip gap in px (lips that shut fully)
+    lip_gap_synth_only: bool = False  # the lip-gap L1 on synthetic rows only (exact closures, no tracker noise)
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
@@ -124,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the per-crop inner-lip gap correlation loss (0 = off)")
     parser.add_argument("--lip-gap-weight", type=float, dest="lip_gap_weight",
                         help="weight of the inner-lip gap L1 loss in px (0 = off): lips that shut on p, b, m")
+    parser.add_argument("--lip-gap-synth-only", action="store_true", default=None, dest="lip_gap_synth_only",
+                        help="apply the lip-gap L1 to synthetic rows only (their closures are exact)")
     parser.add_argument("--velocity-weight", type=float, dest="velocity_weight")
     parser.add_argument("--sync-from", dest="sync_from",
                         help="checkpoint used to find and undo each real train clip's audio-video offset")
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None}
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
-                                          "lip_corr_weight", "lip_gap_weight", "velocity_weight", "sync_from")}
+                                          "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
+                                          "sync_from")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -237,7 +241,8 @@ def loss_terms(model, canon, head, batch, cfg: TrainConfig, w_pts) -> dict:
         "kan": model.kan1.regularization_loss() + model.kan2.regularization_loss(),
     }
     terms["lip_corr"] = lip_gap_corr_loss(canon, batch["canonical"], m)
-    terms["lip_gap"] = ((inner_gap_px(canon) - inner_gap_px(batch["canonical"])).abs() * m).sum() / n
+    gm = m * batch["synthetic"][:, None] if cfg.lip_gap_synth_only else m  # rows the lip-gap L1 sees
+    terms["lip_gap"] = ((inner_gap_px(canon) - inner_gap_px(batch["canonical"])).abs() * gm).sum() / gm.sum().clamp_min(1.0)
     terms["loss"] = (terms["l1"] + cfg.l2_weight * terms["l2"] + cfg.velocity_weight * terms["vel"]
                      + cfg.head_weight * terms["head"] + cfg.kan_reg_weight * terms["kan"]
                      + cfg.lip_corr_weight * terms["lip_corr"] + cfg.lip_gap_weight * terms["lip_gap"])

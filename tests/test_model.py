@@ -94,6 +94,10 @@ def test_lip_gap_loss_pays_a_mouth_that_does_not_shut():
     assert terms["lip_gap"].item() == pytest.approx(1.5, abs=1e-5)
     plain = loss_terms(model, ajar, batch["head"], batch, TrainConfig(dims=ModelDims(**TINY), synth_root=""), w)
     assert (terms["loss"] - plain["loss"]).item() == pytest.approx(2.0 * 1.5, abs=1e-4)  # weighted into the loss
+    synth_only = TrainConfig(dims=ModelDims(**TINY), synth_root="", lip_gap_weight=2.0, lip_gap_synth_only=True)
+    for flag, want in ((0.0, 0.0), (1.0, 1.5)):  # a real (tracked) row is left out; a synthetic one counts
+        rows = {**batch, "synthetic": torch.tensor([flag])}
+        assert loss_terms(model, ajar, rows["head"], rows, synth_only, w)["lip_gap"].item() == pytest.approx(want, abs=1e-5)
 
 
 def test_kan_layer_rejects_wrong_width_and_learns_a_curve():
@@ -230,3 +234,18 @@ def test_loss_is_zero_on_perfect_prediction_and_training_reduces_it():
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first
+
+
+def test_batch_rows_say_whether_they_are_synthetic():
+    from export.dataset import BatchSampler, Item
+
+    def item(key: str, frames: int) -> Item:
+        return Item(key, key, np.zeros((frames, 8, 90), np.float32), np.zeros((frames, 68, 2), np.float32),
+                    np.zeros((frames, 4), np.float32), np.zeros((68, 2), np.float32), -1)
+
+    sampler = BatchSampler({"pack": [item("pack", 40)], "synth": [item("synth", 60)]}, crop_frames=30,
+                           batch_size=64, seed=0, emotion_dropout=0.5)
+    mixed = sampler.batch({"pack": 0.5, "synth": 0.5})
+    assert mixed["synthetic"].shape == (64,) and 0 < mixed["synthetic"].sum() < 64
+    assert sampler.batch({"pack": 1.0})["synthetic"].sum() == 0
+    assert sampler.batch({"synth": 1.0})["synthetic"].sum() == 64
