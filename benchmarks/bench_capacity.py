@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from engine import eventloop, features
+from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.capacity")
 
@@ -106,14 +106,13 @@ def speed_probe_us(session, batch: int = PROBE_BATCH, calls: int = PROBE_CALLS) 
 
     The host's other tenants change it by 2x within minutes; trials are only comparable at similar probes.
     """
-    meta = session.meta
-    feats = np.tile(features.SILENCE, (batch, 1, meta.window_hops, 1)).astype(np.float32)
-    ident = np.repeat(meta.mean_face[None], batch, 0).astype(np.float32)
-    state = session.initial_state(batch)
+    from engine.batcher import silence_batch
+
+    inputs = silence_batch(session, batch)
     times = []
     for _ in range(calls):
         t = time.perf_counter()
-        session.run(feats, ident, state)
+        session.run(*inputs)
         times.append(time.perf_counter() - t)
     return round(float(np.median(times)) * 1e6 / batch, 1)
 

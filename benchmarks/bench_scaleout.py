@@ -16,8 +16,9 @@ import platform
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from clients.stream_client import server_health
 
 log = logging.getLogger("kfusion.bench.scaleout")
 
@@ -26,14 +27,6 @@ CHUNK_MS = 20
 STARTUP_TIMEOUT_S = 120.0
 SETTLE_S = 1.0
 CLK_TCK_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _health(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
 
 
 def _cpu_s(pids) -> float:
@@ -64,7 +57,7 @@ class ServerProcess:
             if self.proc.poll() is not None or time.monotonic() > t_end:
                 self.stop()
                 raise ValueError(f"`kfusion serve --workers {workers}` did not start; see {log_path}")
-            h = _health(port)
+            h = server_health(port)
             if h is None:
                 time.sleep(0.2)  # still starting: nothing to wait on but time
             else:

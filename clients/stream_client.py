@@ -127,6 +127,18 @@ async def stream_audio(url: str, blocks, sample_rate: int, *, fmt: str = "pcm16"
     return res
 
 
+def server_health(port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> dict | None:
+    """The /healthz JSON of a kfusion server, or None when nothing answers there."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
 def save_npz(path: str, res: StreamResult) -> None:
     fps = res.ready.fps if res.ready else 0
     lm = np.stack(res.landmarks).astype(np.float32) if res.landmarks else np.zeros((0, 68, 2), np.float32)

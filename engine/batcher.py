@@ -152,12 +152,17 @@ class Batcher:
         entry.on_error(exc)
 
 
-def warm_up(session, batch_sizes: tuple[int, ...] = (1, 2, 8)) -> None:
-    """Run the model once per batch size (first calls allocate), so the first frames are fast."""
-    meta = session.meta
+def silence_batch(session, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Model inputs for `batch` silent streams at the start: (feats (B, 1, W, F), identity, state, emotion)."""
     from engine import features
 
+    meta = session.meta
+    feats = np.tile(features.SILENCE, (batch, 1, meta.window_hops, 1)).astype(np.float32)
+    identity = np.repeat(meta.mean_face[None], batch, 0).astype(np.float32)
+    return feats, identity, session.initial_state(batch), session.no_emotion(batch)
+
+
+def warm_up(session, batch_sizes: tuple[int, ...] = (1, 2, 8)) -> None:
+    """Run the model once per batch size (first calls allocate), so the first frames are fast."""
     for b in batch_sizes:
-        feats = np.tile(features.SILENCE, (b, 1, meta.window_hops, 1)).astype(np.float32)
-        session.run(feats, np.repeat(meta.mean_face[None], b, 0).astype(np.float32),
-                    session.initial_state(b), session.no_emotion(b))
+        session.run(*silence_batch(session, b))

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from clients.stream_client import server_health
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -63,15 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def healthz(port: int) -> dict | None:
-    """The /healthz JSON of a server on 127.0.0.1:port, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
 
 
 def wait_for(predicate, timeout_s: float, what: str, period_s: float = 0.05):
@@ -327,7 +320,7 @@ class KfusionServer:
         return f"http://127.0.0.1:{self.port}"
 
     def health(self) -> dict | None:
-        return healthz(self.port)
+        return server_health(self.port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realdevices import free_port, healthz
+from realdevices import free_port
 
+from clients.stream_client import server_health
 from engine import protocol as P
 
 START_TIMEOUT_S = 90.0
@@ -25,7 +26,7 @@ def _pids_seen(port: int, want: int, deadline_s: float) -> set[int]:
     seen: set[int] = set()
     t_end = time.monotonic() + deadline_s
     while len(seen) < want and time.monotonic() < t_end:
-        h = healthz(port)
+        h = server_health(port)
         if h is None:
             time.sleep(0.2)  # workers still starting: nothing to wait on but time
             continue
@@ -88,7 +89,7 @@ def test_two_workers_share_the_port_restart_and_stop_on_sigterm(speech_16k, tmp_
         seen: set[int] = set()
         t_end = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < t_end and not (seen - pids):
-            h = healthz(port)
+            h = server_health(port)
             if h is not None:
                 seen.add(h["pid"])
         new = seen - pids
@@ -105,7 +106,7 @@ def test_two_workers_share_the_port_restart_and_stop_on_sigterm(speech_16k, tmp_
     assert rc == 0, f"supervisor exit code {rc}: {log.read_text()[-2000:]}"
     time.sleep(0.2)
     assert not [p for p in workers if _alive(p)], f"workers {workers} still running after SIGTERM"
-    assert healthz(port) is None, "the port still answers after SIGTERM"
+    assert server_health(port) is None, "the port still answers after SIGTERM"
 
 
 def test_workers_refuse_the_server_mic_and_fail_on_a_missing_model(tmp_path):
