@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from export.synth.visemes import BILABIALS, OPEN_VOWELS  # the phone classes the synthetic mouths use
+
 # Lips count as closed when the inner-lip gap falls to 2 % of the eye distance or less. On the pack's
 # dlib tracks the 5th-10th percentile of the gap (mouths at rest or shut) sits at about 0.5-2 %.
 CLOSED_GAP_PCT = 2.0
