@@ -38,7 +38,7 @@ def interocular(points: np.ndarray) -> np.ndarray:
 
 
 def inner_lip_gap(points: np.ndarray) -> np.ndarray:
-    """Mean vertical inner-lip opening (points 61-63 vs 67-65), (..., 68, 2) -> (...)."""
+    """Mean vertical inner-lip opening (points 61-63 vs 67-65), (..., 68, 2) -> (...); numpy or torch."""
     return (points[..., INNER_LIP_LOWER, 1] - points[..., INNER_LIP_UPPER, 1]).mean(axis=-1)
 
 

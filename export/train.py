@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER
+from engine.face import inner_lip_gap
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
@@ -242,16 +242,11 @@ def loss_terms(model, canon, head, batch, cfg: TrainConfig, w_pts) -> dict:
     }
     terms["lip_corr"] = lip_gap_corr_loss(canon, batch["canonical"], m)
     gm = m * batch["synthetic"][:, None] if cfg.lip_gap_synth_only else m  # rows the lip-gap L1 sees
-    terms["lip_gap"] = ((inner_gap_px(canon) - inner_gap_px(batch["canonical"])).abs() * gm).sum() / gm.sum().clamp_min(1.0)
+    terms["lip_gap"] = ((inner_lip_gap(canon) - inner_lip_gap(batch["canonical"])).abs() * gm).sum() / gm.sum().clamp_min(1.0)
     terms["loss"] = (terms["l1"] + cfg.l2_weight * terms["l2"] + cfg.velocity_weight * terms["vel"]
                      + cfg.head_weight * terms["head"] + cfg.kan_reg_weight * terms["kan"]
                      + cfg.lip_corr_weight * terms["lip_corr"] + cfg.lip_gap_weight * terms["lip_gap"])
     return terms
-
-
-def inner_gap_px(points):
-    """(B, T, 68, 2) -> (B, T): mean of lower minus upper inner-lip y (engine.face.inner_lip_gap, in torch)."""
-    return (points[..., INNER_LIP_LOWER, 1] - points[..., INNER_LIP_UPPER, 1]).mean(-1)
 
 
 def lip_gap_corr_loss(pred, truth, mask, min_std_px: float = LIP_GAP_MIN_STD_PX):
@@ -262,7 +257,7 @@ def lip_gap_corr_loss(pred, truth, mask, min_std_px: float = LIP_GAP_MIN_STD_PX)
     import torch
 
     n = mask.sum(1).clamp_min(1.0)  # (B,)
-    gp, gt = inner_gap_px(pred), inner_gap_px(truth)
+    gp, gt = inner_lip_gap(pred), inner_lip_gap(truth)
     cp = (gp - (gp * mask).sum(1, keepdim=True) / n[:, None]) * mask
     ct = (gt - (gt * mask).sum(1, keepdim=True) / n[:, None]) * mask
     vp, vt = (cp * cp).sum(1), (ct * ct).sum(1)
@@ -275,7 +270,6 @@ def validate(model, items, device) -> dict:
     """Whole val segments from the zero state: mouth / all-point error (px, canonical), lip-gap corr."""
     import torch
 
-    from engine.face import inner_lip_gap
     from export.dataset import full_batch
 
     model.eval()
