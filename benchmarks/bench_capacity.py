@@ -66,6 +66,9 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int) 
             reasons.append(f"{s[key]} frames {key}")
     s.update(ok=not reasons, why=reasons, load1_at_start=round(load1, 2),
              server_cpu_share=round(cpu / wall, 3), client_cpu_share=round(client_cpu / wall, 3),
+             # CPU per stream and second of wall time: comparable across trials and runs of different sizes
+             server_cpu_ms_per_stream_s=round(1000 * cpu / (wall * n), 2),
+             client_cpu_ms_per_stream_s=round(1000 * client_cpu / (wall * n), 2),
              batches={"calls": calls, "mean_rows": round(rows / max(1, calls), 2)})
     return s
 
@@ -184,12 +187,15 @@ def run(args) -> int:
     log.setLevel(logging.INFO)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load1 = os.getloadavg()[0]
+    from benchmarks.machine import cpu_parallel_speedup
+
+    speedup = cpu_parallel_speedup(2)  # how much of the second vCPU this shared host gives right now
     r = eventloop.run(_main(args), args.event_loop)
     b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
     best = r["batched"]["trials"].get(str(b), {}) if b else {}
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup},
         "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, "seconds": args.seconds,
                      "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
                      "batch_wait_ms": args.batch_wait_ms,
@@ -201,7 +207,8 @@ def run(args) -> int:
         "peer_unbatched_capacity_streams": u,
         "ratio_batched_to_unbatched": round(b / u, 2) if u else None,
         "at_capacity": {k: best.get(k) for k in ("server_ms", "audio_lag_ms", "end_to_end_ms", "batches",
-                                                  "server_cpu_share", "client_cpu_share")},
+                                                  "server_cpu_share", "client_cpu_share",
+                                                  "server_cpu_ms_per_stream_s", "client_cpu_ms_per_stream_s")},
         "batched": r["batched"],
         "unbatched": r["unbatched"],
     }

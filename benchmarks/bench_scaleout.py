@@ -116,6 +116,9 @@ def run(args) -> int:
                          f"{args.seconds}, {args.client_procs}")
     meta = ModelSession(None, "cpu").meta
     load1 = os.getloadavg()[0]
+    from benchmarks.machine import cpu_parallel_speedup
+
+    speedup = cpu_parallel_speedup(args.workers)  # what a second (third, ...) process can get here right now
     labels = {1: "workers_1", args.workers: f"workers_{args.workers}"}
     trials: dict[str, dict] = {label: {} for label in labels.values()}
     servers = {}
@@ -146,7 +149,7 @@ def run(args) -> int:
         "benchmark": "scaleout",
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup},
         "settings": {"streams": counts, "workers": args.workers, "seconds": args.seconds,
                      "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "server_p99_target_ms": SERVER_P99_TARGET_MS,
                      "model": meta.model_version, "lookahead_ms": meta.lookahead_ms,

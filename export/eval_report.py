@@ -132,6 +132,7 @@ def section_text(result: dict, images: list[Path], results_path: Path, format_ta
             r = f"{v['lip_gap_corr']:.2f}" if np.isfinite(v["lip_gap_corr"]) else "n/a"
             cells.append(f"{100 * v['mouth_ld']:.2f} / {100 * v['mouth_lvd']:.2f} / {r}")
         lines.append(f"| {src} | {n} | " + " | ".join(cells) + " |")
+    lines += lag_by_source_lines(result)
     if result.get("paired"):
         lines += ["", ("Streaming against each rival on the same clips (ratio of mean errors, < 1 is better; "
                   "95 % bootstrap interval over clips; share of clips where streaming is better):"), "",
@@ -153,6 +154,31 @@ def section_text(result: dict, images: list[Path], results_path: Path, format_ta
                   ""]
     lines += [f"![{p.stem}]({rel(p)})" for p in images]
     return "\n".join(lines)
+
+
+def lag_by_source_lines(result: dict) -> list[str]:
+    """Markdown: per source, each moving model's lip-gap r at lag 0 and at the peak of its lag curve.
+
+    A source where every model peaks at the same non-zero lag, while the others peak near 0, points at an
+    audio/video offset in that source's clips rather than at the models (the metric still uses lag 0)."""
+    names = [m for m, v in result["models"].items()  # the still faces have no lip-gap r
+             if v.get("lip_gap_corr") is not None and np.isfinite(v["lip_gap_corr"])]
+    if not names or not result.get("by_source"):
+        return []
+    lines = ["", ("Lip-gap r by source, at lag 0 and at the peak of the lag curve (r at 0 -> r at peak @ lag; "
+             "+ means the prediction is late):"), "",
+             "| source | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for src, models in result["by_source"].items():
+        cells = []
+        for m in names:
+            v = models.get(m) or {}
+            r0, peak, lag = v.get("lip_gap_corr"), v.get("lip_gap_corr_peak"), v.get("lip_gap_lag_ms")
+            if r0 is None or peak is None or lag is None or not np.isfinite(r0):
+                cells.append("n/a")
+            else:
+                cells.append(f"{r0:.2f} -> {peak:.2f} @ {lag:+.0f} ms")
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_results_section(path: Path, result: dict, images: list[Path], format_table) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 log = logging.getLogger("kfusion.eval")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OFFLINE_CKPT = Path("/work/cache/train/offline/best.pt")
+DEFAULT_OFFLINE_CKPT = Path("/work/cache/train/offline_ft/best.pt")  # the offline model MODEL_CARD.md reports
 DEFAULT_VIDEOS_DIR = Path("/work/cache/eval/videos")
 DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_IMAGES_DIR = REPO / "docs" / "images"

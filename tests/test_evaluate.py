@@ -12,7 +12,7 @@ import pytest
 from engine.face import MOUTH
 from export import evaluate
 from export.baselines import LoudnessRegressor, loudness_features, still_face
-from export.eval_report import SECTION_BEGIN, SECTION_END, write_results_section
+from export.eval_report import SECTION_BEGIN, SECTION_END, lag_by_source_lines, write_results_section
 from export.metrics import METRIC_NAMES
 
 
@@ -119,6 +119,18 @@ def test_target_checks_pass_and_fail():
     assert bad["lip_gap_corr >= 0.5 with |lag| <= one frame (33.3 ms)"] is False
     missing = evaluate.target_checks(_models(0.07, 0.10), 30)
     assert missing[-1]["pass"] is None
+
+
+def test_lag_by_source_table_shows_each_sources_peak():
+    models = _models(0.07, 0.10, r=0.44, lag=0.0)
+    models["streaming"]["lip_gap_corr_peak"] = 0.44
+    late = {**models["streaming"], "lip_gap_corr": 0.22, "lip_gap_corr_peak": 0.36, "lip_gap_lag_ms": 66.7}
+    result = {"models": models, "by_source": {"GRID": models, "MEAD": {**models, "streaming": late}}}
+    lines = lag_by_source_lines(result)
+    assert lines[3] == "| source | streaming |", "the still face has no lip-gap r and gets no column"
+    assert "| GRID | 0.44 -> 0.44 @ +0 ms |" in lines
+    assert "| MEAD | 0.22 -> 0.36 @ +67 ms |" in lines
+    assert lag_by_source_lines({"models": {"static_face": models["static_face"]}, "by_source": {}}) == []
 
 
 def test_results_section_replaces_only_its_own_text(tmp_path):
