@@ -36,7 +36,9 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
                 warnings.simplefilter("ignore")
                 y, sr = librosa.load(str(path), sr=None, mono=False)
         except Exception as exc:  # audioread/ffmpeg raise many types for undecodable files
-            raise ValueError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from exc
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ValueError(f"{path}: cannot decode audio: expected a sound file that libsndfile (wav, flac, ogg, "
+                             f"mp3) or ffmpeg can read ({why})") from exc
         audio = np.atleast_2d(y).T.astype(np.float32)
     if audio.shape[0] == 0:
         raise ValueError(f"{path}: no audio samples")
