@@ -44,6 +44,14 @@ def test_latency_sweep_and_report(tmp_path):
     build(results, out, tmp_path / "images")
     assert out.read_text() == text, "regenerating from the same results must not change RESULTS.md"
 
+    # a second run of the same benchmark gets its own section, drawn as a table like the first, without
+    # borrowing the first run's picture
+    (results / "latency-run2.json").write_text((results / "latency.json").read_text())
+    assert build(results, out, tmp_path / "images") == ["latency", "latency-run2"]
+    run2 = out.read_text().split("<!-- bench-latency-run2:begin")[1].split("<!-- bench-latency-run2:end")[0]
+    assert re.findall(r"^\| (\d+) \|", run2, re.MULTILINE)[:2] == ["1", "3"]
+    assert "latency_cdf.png" not in run2
+
 
 def test_replace_section_keeps_everything_outside_its_markers():
     doc = "# R\n\nintro\n<!-- x:begin -->keep<!-- x:end -->\ntail\n"
