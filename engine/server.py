@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from engine import eventloop
 from engine import protocol as P
 from engine.config import DEFAULT_HOST, DEFAULT_PORT, EngineConfig
-from engine.connection import DRAIN_TIMEOUT_S, Connection
+from engine.connection import DRAIN_TIMEOUT_S, Connection, StreamConnection
 from engine.controls import CONTROL_NAMES
 from engine.stream import Frame, Stream
 
@@ -84,6 +84,7 @@ class LandmarkServer:
             compression=None, max_size=self.config.max_message_bytes, max_queue=self.config.max_queue,
             ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_interval_s,
             reuse_port=self.config.workers > 1,  # --workers: the processes share the port (engine/workers.py)
+            create_connection=StreamConnection,  # whole binary messages straight to the stream (connection.py)
         )
         self.port = self._ws_server.sockets[0].getsockname()[1]
         log.info("serving ws://%s:%d%s and http://%s:%d/ (ready in %.2f s)", self.config.host, self.port, WS_PATH,
@@ -216,35 +217,58 @@ class LandmarkServer:
         conn = Connection(ws, msg.output, CONTROL_NAMES if msg.controls else (), self.config.outbox_frames,
                           self.frame_log)
         failure: list[Exception] = []
+        chunk = 0  # audio messages taken so far
 
-        def on_error(exc: Exception) -> None:
-            failure.append(exc)
-            asyncio.get_running_loop().create_task(
-                self._refuse(ws, P.ProtocolError(P.CLOSE_INTERNAL, f"stream failed: {exc}")))
+        def fail(err: P.ProtocolError) -> None:
+            failure.append(err)
+            ws.audio_sink = None
+            asyncio.get_running_loop().create_task(self._refuse(ws, err))
+
+        def on_error(exc: Exception) -> None:  # the batcher could not run this stream's steps
+            fail(P.ProtocolError(P.CLOSE_INTERNAL, f"stream failed: {exc}"))
+
+        def take_audio(data: bytes) -> None:
+            """One binary message: validate, push, queue its due steps. ProtocolError 1007 for bad audio."""
+            nonlocal chunk
+            recv = time.time()
+            pcm = P.decode_audio(data, msg.format, msg.channels)
+            try:
+                stream.push(pcm, chunk, recv)
+            except ValueError as exc:
+                raise P.ProtocolError(P.CLOSE_INVALID, f"bad audio: {exc}") from exc
+            chunk += 1
+            self.batcher.notify(stream)
+
+        def audio_sink(data: bytes) -> None:  # the direct path: called from the connection's data_received
+            if failure:
+                return
+            try:
+                take_audio(data)
+            except P.ProtocolError as exc:
+                fail(exc)
+            except Exception as exc:  # a bug must end this stream loudly, never the connection's reader
+                log.exception("taking audio failed")
+                fail(P.ProtocolError(P.CLOSE_INTERNAL, f"stream failed: {exc}"))
 
         self.batcher.add(stream, conn.enqueue, on_error)
         self.streams += 1
         try:
             await ws.send(self._ready(msg.output, "client", stream.fps, stream.latency_ms, msg.controls))
-            chunk = 0
-            async for data in ws:
+            if isinstance(ws, StreamConnection):
+                ws.audio_sink = audio_sink
+            async for data in ws:  # text messages; binary ones too where the direct path is off
                 recv = time.time()
                 if failure:
                     return
                 if isinstance(data, bytes):
-                    pcm = P.decode_audio(data, msg.format, msg.channels)
-                    try:
-                        stream.push(pcm, chunk, recv)
-                    except ValueError as exc:
-                        raise P.ProtocolError(P.CLOSE_INVALID, f"bad audio: {exc}") from exc
-                    chunk += 1
-                    self.batcher.notify(stream)
+                    take_audio(data)
                     if stream.n_pending > 1:  # a client that floods audio must not starve the others
                         await asyncio.sleep(0)
                     continue
                 ctl = P.parse_client_message(data)
                 if not isinstance(ctl, P.End):
                     raise P.ProtocolError(P.CLOSE_INVALID, f"'{ctl.type}' is not allowed after start")
+                ws.audio_sink = None  # audio after `end` is not taken
                 stream.finish(max(chunk - 1, 0), recv)
                 self.batcher.notify(stream)
                 await self.batcher.drain(stream)
@@ -257,6 +281,7 @@ class LandmarkServer:
                 await ws.close(P.CLOSE_NORMAL, "end of stream")
                 return
         finally:
+            ws.audio_sink = None
             self.batcher.remove(stream)
             self.streams -= 1
             await conn.stop()

@@ -149,6 +149,40 @@ async def test_happy_path_frames_match_offline(server, pcm22k):
     assert chunks == sorted(chunks) and all(f.send_time_s >= f.recv_time_s for f in frames)
 
 
+async def test_fragmented_audio_keeps_its_place_among_whole_messages(server, pcm22k):
+    """Whole binary messages take the direct path (StreamConnection.audio_sink), a fragmented one the
+    message queue; the switch between them must neither reorder nor lose audio."""
+    from engine.connection import StreamConnection
+
+    pcm, sr = pcm22k
+    chunk = sr * CHUNK_MS // 1000
+    blocks = [pcm[i:i + chunk].tobytes() for i in range(0, len(pcm), chunk)]
+    frames = []
+    async with connect(server.url, compression=None) as ws:
+        await ws.send(P.encode_message(P.Start(sample_rate=sr, format="pcm16")))
+        assert isinstance(P.parse_server_message(await ws.recv()), P.Ready)
+        assert all(isinstance(c, StreamConnection) for c in server.server.connections)
+
+        async def rx():
+            async for m in ws:
+                if isinstance(m, bytes):
+                    frames.append(P.decode_frame_binary(m))
+
+        task = asyncio.create_task(rx())
+        for k, block in enumerate(blocks):
+            if k == 10:  # one message in three fragments (odd byte splits), then whole messages again
+                third = len(block) // 3 | 1
+                await ws.send([block[:third], block[third:2 * third], block[2 * third:]])
+            else:
+                await ws.send(block)
+        await ws.send(P.encode_message(P.End()))
+        await task
+    assert ws.close_code == P.CLOSE_NORMAL
+    ref = _offline(pcm, sr)["landmarks"]
+    assert [f.index for f in frames] == list(range(len(ref)))
+    np.testing.assert_allclose(np.stack([f.landmarks for f in frames]), ref, atol=2e-4, rtol=0)
+
+
 async def test_json_output_with_controls(server, pcm22k):
     pcm, sr = pcm22k
     frames, end, _ = await _stream(server.url, pcm[: sr], sr, output="json", controls=True, fps=60)
