@@ -68,11 +68,15 @@ SOAK_RUN = ("The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 KFUSION_
             "pytest -m slow tests/test_soak.py`)")
 RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again",
           "soak-run3": SOAK_RUN.format("soak-run3.json") + ", run a third time after the feature-kernel speed-up",
+          "soak-run4": SOAK_RUN.format("soak-run4.json") + ", run a fourth time after audio and frames took the direct path",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",
           "capacity-run3": ("`kfusion bench capacity --start 64`, run a third time on a slow stretch of the host "
                             "(speed probe 45-106 us per row against 45-113 in run 2),"),
+          "capacity-run4": ("`kfusion bench capacity --start 64`, run a fourth time after audio and frames took the "
+                            "direct path (`engine/connection.py`), on a slow stretch (speed probe 74-92 us per row),"),
           "latency-run2": ("`kfusion bench latency`, run again with the stage-6 default model (same architecture "
                            "and size), partly on a slow stretch of the host,"),
+          "latency-run3": "`kfusion bench latency`, run a third time after audio and frames took the direct path,",
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,"}
 
 
