@@ -254,9 +254,8 @@ class LandmarkServer:
         self.streams += 1
         try:
             await ws.send(self._ready(msg.output, "client", stream.fps, stream.latency_ms, msg.controls))
-            if isinstance(ws, StreamConnection):
-                ws.audio_sink = audio_sink
-            async for data in ws:  # text messages; binary ones too where the direct path is off
+            ws.audio_sink = audio_sink  # ws is a StreamConnection: serve(create_connection=...) above
+            async for data in ws:  # text messages; binary ones too once a fragmented message turned the direct path off
                 recv = time.time()
                 if failure:
                     return
