@@ -16,6 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q -e '.[cpu,train,prepare,dev]'
+	-$(VENV)/bin/kfusion kernels
 	@touch $@
 
 venv: $(STAMP)

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("engine.server", "run the websocket landmark server"),
     "stream": ("clients.stream_client", "stream a microphone or a file to a server and show live stats"),
     "demo": ("engine.demo", "start the server on the default model and stream speech to it"),
+    "kernels": ("engine.kernel_build", "build the feature kernel ahead of time, so new processes start fast"),
     "infer": ("engine.infer", "write landmark tracks (npz) for audio files"),
     "prepare": ("export.prepare", "turn talking-head videos into training data (wav + lm68.npy)"),
     "synth": ("export.synth.cli", "generate a phoneme-timed synthetic speech+landmark corpus"),

@@ -72,8 +72,9 @@ class LandmarkServer:
             warm_up(session)
             return session
 
-        # numba's cache load and the ORT session overlap (both spend much of their time outside the GIL)
-        self.session, _ = await asyncio.gather(asyncio.to_thread(load_model), asyncio.to_thread(features.warmup))
+        # the feature kernel's load and the ORT session overlap (both spend much of their time outside the GIL)
+        self.session, kernel = await asyncio.gather(asyncio.to_thread(load_model), asyncio.to_thread(features.warmup))
+        log.info("feature kernel: %s", "ahead-of-time build" if kernel == "aot" else "numba JIT (cache=True)")
         Stream(self.config, self.session.meta, sample_rate_hz=48_000).push(np.zeros((960, 1), np.float32))
         self.batcher = Batcher(self.session, self.config)
         self.batcher.start()

@@ -134,7 +134,3 @@ def test_bad_input_is_rejected_without_touching_the_stream(excerpt):
     assert not read_only.flags.writeable
     rest = ex.push(read_only)
     np.testing.assert_array_equal(np.concatenate([first, rest]), whole)
-
-
-def test_warmup_runs():
-    F.warmup()
