@@ -209,7 +209,8 @@ class RawClient:
                     self.messages.append(P.parse_server_message(frame.data.decode()))
                 elif frame.opcode.name == "BINARY":
                     self.messages.append(bytes(frame.data))
-        self._flush()
+            self._flush()  # answer pings and the server's close at once, as a real client does
+            # (close_code is set only once the TCP connection is closed, which the server does after our answer)
         self.sock.close()
         return self.messages
 
