@@ -39,10 +39,19 @@ def cubic_bases(x: torch.Tensor, knots: torch.Tensor, step: float) -> torch.Tens
 
     Equal to Cox-de Boor on the same knots (within float rounding; the spline is C2, so the half-open
     intervals of order 0 make no difference) at about a third of the ONNX Runtime cost."""
-    a = (x.unsqueeze(-1) - knots[2:-2]).abs() * (1.0 / step)  # (..., n, G + 3)
+    return (cubic_bases_by_basis(x, knots, step) * (1.0 / 6.0)).transpose(-1, -2)
+
+
+def cubic_bases_by_basis(x: torch.Tensor, knots: torch.Tensor, step: float) -> torch.Tensor:
+    """6 x the cubic bases, basis-major: (..., n) -> (..., G + 3, n). KANLinear folds the 1/6 into its weight.
+
+    Basis-major, each elementwise op runs along the contiguous input axis, the broadcast ONNX Runtime does
+    fast; input-major, (..., n, G + 3), the same ops took 1.4-1.6x as long for 208 inputs at batch 12-32."""
+    centres = (knots[2:-2] * (1.0 / step)).unsqueeze(-1)  # (G + 3, 1), in steps
+    a = (x.unsqueeze(-2) * (1.0 / step) - centres).abs()  # (..., G + 3, n)
     outer = torch.relu(2.0 - a)
     inner = torch.relu(1.0 - a)
-    return (outer * outer * outer - 4.0 * (inner * inner * inner)) * (1.0 / 6.0)
+    return outer * outer * outer - 4.0 * (inner * inner * inner)
 
 
 def cox_de_boor_bases(x: torch.Tensor, knots: torch.Tensor, spline_order: int, step: float) -> torch.Tensor:
@@ -93,9 +102,13 @@ class KANLinear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expects {self.in_features} input features, got {x.shape[-1]}")
         base = F.linear(F.silu(x), self.base_weight)
-        weight = (self.spline_weight * self.spline_scaler.unsqueeze(-1)).flatten(1)  # (out, in * n_bases)
-        spline = F.linear(self.bases(x).flatten(-2), weight)
-        return base + spline
+        weight = self.spline_weight * self.spline_scaler.unsqueeze(-1)  # (out, in, n_bases)
+        if self.spline_order == 3:  # basis-major bases (see cubic_bases_by_basis), weight to match
+            bases = cubic_bases_by_basis(x, self.knots, self.step)  # (..., n_bases, in), 6 x the bases
+            weight = (weight * (1.0 / 6.0)).transpose(1, 2)  # (out, n_bases, in)
+        else:
+            bases = self.bases(x)  # (..., in, n_bases)
+        return base + F.linear(bases.flatten(-2), weight.flatten(1))
 
     def regularization_loss(self) -> torch.Tensor:
         """Mean absolute spline weight (efficient-kan's L1 term, without the entropy part)."""

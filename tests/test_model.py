@@ -249,3 +249,17 @@ def test_batch_rows_say_whether_they_are_synthetic():
     assert mixed["synthetic"].shape == (64,) and 0 < mixed["synthetic"].sum() < 64
     assert sampler.batch({"pack": 1.0})["synthetic"].sum() == 0
     assert sampler.batch({"synth": 1.0})["synthetic"].sum() == 64
+
+
+def test_kan_linear_cubic_fast_path_equals_the_sum_over_edges():
+    """The basis-major fast path (transposed weight, 1/6 folded in) computes sum_i sum_c w_oic B_c(x_i)."""
+    torch.manual_seed(0)
+    kan = KANLinear(13, 7).eval()
+    with torch.no_grad():
+        kan.spline_weight.normal_(0.0, 0.3)
+    x = torch.randn(5, 3, 13) * 1.5
+    edges = torch.einsum("...ic,oic->...o", cox_de_boor_bases(x, kan.knots, 3, kan.step),
+                         kan.spline_weight * kan.spline_scaler.unsqueeze(-1))
+    want = torch.nn.functional.linear(torch.nn.functional.silu(x), kan.base_weight) + edges
+    with torch.no_grad():
+        np.testing.assert_allclose(kan(x).numpy(), want.numpy(), atol=2e-5)
