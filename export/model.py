@@ -151,6 +151,21 @@ class KFusion(nn.Module):
         hc = state[:, ng:].reshape(-1, d.ctx_layers, d.ctx_hidden).transpose(0, 1).contiguous()
         return hg, hc
 
+    def _mel_encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel_conv then mel_proj, as matrix products over the hop axis: (N, W, 80) -> (N, enc_dim).
+
+        The same numbers as Conv1d (the weights are unchanged), but each k=3 convolution is one product
+        of the 3 shifted windows side by side with the flattened kernel: one GEMM for the whole batch,
+        where ONNX Runtime's Conv ran many tiny ones. mel_proj's weight is permuted to hop-major order."""
+        h = mel
+        for conv in (self.mel_conv[0], self.mel_conv[2]):
+            cols = torch.cat([h[:, :-2], h[:, 1:-1], h[:, 2:]], dim=-1)  # (N, W', 3 * C_in)
+            w = conv.weight.permute(0, 2, 1).flatten(1)  # (C_out, 3 * C_in), tap-major as cols
+            h = torch.nn.functional.gelu(torch.nn.functional.linear(cols, w, conv.bias))  # (N, W', C_out)
+        c = self.mel_conv[0].out_channels
+        proj = self.mel_proj.weight.unflatten(1, (c, -1)).transpose(1, 2).flatten(1)  # (enc, W'' * C)
+        return torch.nn.functional.linear(h.flatten(1), proj, self.mel_proj.bias)
+
     def forward(self, feats: torch.Tensor, identity: torch.Tensor, emotion: torch.Tensor,
                 state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         canonical, head, state_out = self.parts(feats, identity, emotion, state)
@@ -163,8 +178,7 @@ class KFusion(nn.Module):
         x = (feats - self.feat_mean) / self.feat_std  # (B, T, W, F) normalised
         mel = x[..., :N_MEL]  # (B, T, W, 80)
         ctx = x[..., N_MEL:]  # (B, T, W, F - 80)
-        b_t = mel.flatten(0, 1).transpose(1, 2)  # (B*T, 80, W)
-        enc = self.mel_proj(self.mel_conv(b_t).flatten(1))  # (B*T, enc_dim)
+        enc = self._mel_encode(mel.flatten(0, 1))  # (B*T, enc_dim)
         enc = self.drop(enc.reshape(feats.shape[0], feats.shape[1], d.enc_dim))
         ctx_in = torch.cat([ctx[:, :, -1], ctx.mean(2), mel.mean(2)], dim=-1)
         ctx_in = torch.nn.functional.gelu(self.ctx_proj(ctx_in))  # (B, T, ctx_in)

@@ -263,3 +263,13 @@ def test_kan_linear_cubic_fast_path_equals_the_sum_over_edges():
     want = torch.nn.functional.linear(torch.nn.functional.silu(x), kan.base_weight) + edges
     with torch.no_grad():
         np.testing.assert_allclose(kan(x).numpy(), want.numpy(), atol=2e-5)
+
+
+def test_mel_encoder_as_matrix_products_equals_the_conv_layers():
+    """_mel_encode (one GEMM per convolution, hop-major) gives what Conv1d -> GELU -> flatten -> mel_proj gives."""
+    torch.manual_seed(1)
+    model = KFusion(ModelDims()).eval()
+    mel = torch.randn(7, ModelDims().window_hops, 80)
+    with torch.no_grad():
+        want = model.mel_proj(model.mel_conv(mel.transpose(1, 2)).flatten(1))
+        np.testing.assert_allclose(model._mel_encode(mel).numpy(), want.numpy(), atol=1e-5)
