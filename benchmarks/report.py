@@ -77,7 +77,15 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "latency-run2": ("`kfusion bench latency`, run again with the stage-6 default model (same architecture "
                            "and size), partly on a slow stretch of the host,"),
           "latency-run3": "`kfusion bench latency`, run a third time after audio and frames took the direct path,",
-          "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,"}
+          "latency-run4": ("`kfusion bench latency`, run a fourth time with the cheaper export of the same model "
+                           "(basis-major KAN, convolutions as GEMMs) and the ahead-of-time feature kernel,"),
+          "capacity-run5": ("`kfusion bench capacity --start 64`, run a fifth time with the cheaper export of the "
+                            "same model (basis-major KAN, convolutions as GEMMs),"),
+          "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
+          "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
+                            "export, probing 128,"),
+          "scaleout-run4": ("`kfusion bench scaleout --streams 64,80,96`, straight after run 3 on a fast stretch "
+                            "of the host,")}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
