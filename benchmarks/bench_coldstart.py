@@ -217,8 +217,9 @@ def _spawn_s(cmd: list[str], env: dict) -> float:
 
 def _kernel_dir(scratch: str) -> Path:
     """The folder holding a current ahead-of-time feature-kernel build (built into scratch when missing)."""
-    if kernel_build.module_path(kernel_build.build_key()).is_file():
-        return kernel_build.kernel_dir()
+    found = kernel_build.find_build(kernel_build.build_key())
+    if found is not None:
+        return found.parent
     print("building the feature kernel ahead of time (not installed yet) ...", flush=True)
     return kernel_build.build(Path(scratch) / "kernels").parent
 

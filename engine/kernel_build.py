@@ -49,8 +49,25 @@ def build_key() -> str:
     return h.hexdigest()[:16]
 
 
+def kernel_dirs() -> list[Path]:
+    """Where builds may live, in order: KFUSION_KERNEL_DIR alone when it is set; else beside the sources
+    (as numba's own cache), then the user's cache, for an install this user cannot write to."""
+    if os.environ.get(KERNEL_DIR_ENV):
+        return [Path(os.environ[KERNEL_DIR_ENV])]
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kfusion" / "kernels"
+    return [ENGINE_DIR / "__pycache__", user_cache]
+
+
+def _writable(folder: Path) -> bool:
+    while not folder.exists():  # a folder not made yet: ask its nearest existing parent
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 def kernel_dir() -> Path:
-    return Path(os.environ.get(KERNEL_DIR_ENV) or ENGINE_DIR / "__pycache__")
+    """Where a new build goes: the first of kernel_dirs() this user can write to."""
+    dirs = kernel_dirs()
+    return next((d for d in dirs if _writable(d)), dirs[-1])
 
 
 def module_name(key: str) -> str:
@@ -58,7 +75,14 @@ def module_name(key: str) -> str:
 
 
 def module_path(key: str) -> Path:
+    """Where the build for `key` goes (kernel_dir())."""
     return kernel_dir() / (module_name(key) + sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def find_build(key: str) -> Path | None:
+    """The build for `key` in the first of kernel_dirs() that has it, else None."""
+    name = module_name(key) + sysconfig.get_config_var("EXT_SUFFIX")
+    return next((d / name for d in kernel_dirs() if (d / name).is_file()), None)
 
 
 def mode() -> str:
@@ -81,12 +105,14 @@ def load():
     m = mode()
     if m != "jit":
         key = build_key()
-        path = module_path(key)
-        if path.is_file():
+        path = find_build(key)
+        if path is not None:
             return load_built(path), "aot"
+        where = " or ".join(str(d) for d in kernel_dirs())
         if m == "aot":
-            raise FileNotFoundError(f"{MODE_ENV}=aot but no feature-kernel build at {path}: run `kfusion kernels`")
-        log.info("no feature-kernel build for these sources at %s; using numba (run `kfusion kernels`)", path)
+            raise FileNotFoundError(f"{MODE_ENV}=aot but no feature-kernel build {module_name(key)} in {where}: "
+                                    "run `kfusion kernels`")
+        log.info("no feature-kernel build for these sources in %s; using numba (run `kfusion kernels`)", where)
     from engine.feature_kernels import _process
 
     return _process, "jit"
@@ -126,12 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = module_path(build_key())
+    key = build_key()
+    found = find_build(key)
     if args.check:
-        print(f"{'built' if path.is_file() else 'missing'}: {path}")
-        return 0 if path.is_file() else 1
-    if path.is_file():
-        print(f"feature kernel already built for these sources and this CPU: {path}")
+        print(f"built: {found}" if found else f"missing: {module_name(key)} in {' or '.join(map(str, kernel_dirs()))}")
+        return 0 if found else 1
+    if found:
+        print(f"feature kernel already built for these sources and this CPU: {found}")
         return 0
     print("building the feature kernel ahead of time (numba.pycc, about 10 s) ...", flush=True)
     t0 = time.perf_counter()
@@ -139,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         built = build()
     except Exception as e:  # noqa: BLE001  pycc fails in many ways (no C compiler, no headers); report any
         print(f"could not build the feature kernel ({type(e).__name__}: {e}); numba's JIT will be used "
-              "(each new process then spends about a second loading it)", file=sys.stderr)
+              f"(each new process then spends about a second loading it). {KERNEL_DIR_ENV} picks the folder.",
+              file=sys.stderr)
         return 1
     print(f"built {built} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def built_dir(tmp_path_factory) -> Path:
     """A folder holding a current build: the installed one (`make venv` builds it), else one made here."""
-    if K.module_path(K.build_key()).is_file():
-        return K.kernel_dir()
+    found = K.find_build(K.build_key())
+    if found is not None:
+        return found.parent
     out = tmp_path_factory.mktemp("kernels")
     try:
         K.build(out)
@@ -43,7 +45,7 @@ def features_with(process, y: np.ndarray, sizes) -> np.ndarray:
 
 
 def test_build_gives_numbas_bits_on_speech_in_any_chunking(built_dir, speech_16k):
-    aot = K.load_built(built_dir / K.module_path(K.build_key()).name)
+    aot = K.load_built(built_dir / (K.module_name(K.build_key()) + sysconfig.get_config_var("EXT_SUFFIX")))
     y = speech_16k[: 4 * 16_000 + 77]
     rng = np.random.default_rng(3)
     sizes = [int(n) for n in rng.integers(1, 1500, size=60)]
@@ -96,3 +98,22 @@ def test_the_key_follows_the_kernel_sources(tmp_path, monkeypatch):
     assert K.build_key() != same
     monkeypatch.setattr(K, "ENGINE_DIR", REPO / "engine")
     assert K.build_key() == same
+
+
+def test_an_install_the_user_cannot_write_to_builds_into_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(K.KERNEL_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = tmp_path / "site" / "engine"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(K, "ENGINE_DIR", site)
+    user = tmp_path / "cache" / "kfusion" / "kernels"
+    assert K.kernel_dirs() == [site / "__pycache__", user]
+    assert K.kernel_dir() == site / "__pycache__"  # writable: beside the sources, as numba's cache
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(site)) else real_access(p, mode))
+    assert K.kernel_dir() == user  # read-only install: the user's cache (not made yet; its parent decides)
+    name = K.module_name("0123abcd") + sysconfig.get_config_var("EXT_SUFFIX")
+    assert K.find_build("0123abcd") is None
+    user.mkdir(parents=True)
+    (user / name).write_bytes(b"")
+    assert K.find_build("0123abcd") == user / name
