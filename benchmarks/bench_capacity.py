@@ -36,7 +36,7 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int) -> dict:
+async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, client: str) -> dict:
     """One server (in this process) under n client streams for `seconds`; verdict and figures."""
     from benchmarks.load_clients import run_clients, summarize
     from engine.server import LandmarkServer
@@ -49,7 +49,7 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int) 
     try:
         results, client_cpu = await asyncio.get_running_loop().run_in_executor(
             None, lambda: run_clients(url, n, seconds, n_procs, CHUNK_MS, seed,
-                                      on_go=lambda: mark.extend((time.perf_counter(), _cpu_s()))))
+                                      on_go=lambda: mark.extend((time.perf_counter(), _cpu_s())), client=client))
     finally:
         wall, cpu = (time.perf_counter() - mark[0], _cpu_s() - mark[1]) if mark else (1.0, 0.0)
         calls, rows = server.batcher.calls, server.batcher.rows
@@ -145,7 +145,8 @@ async def _main(args) -> dict:
                 n = next_n[label]
                 bar.set_postfix_str(f"{label}: {n} streams")
                 probe = speed_probe_us(session)
-                t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n)
+                t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n,
+                                 client=args.client)
                 t["speed_probe_us_per_row"] = probe
                 out[label]["trials"][str(n)] = t
                 bar.update(1)
@@ -170,6 +171,10 @@ def add_arguments(p) -> None:
     p.add_argument("--resolution", type=int, default=2, help="stop bisecting when the bracket is this narrow")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each trial")
     p.add_argument("--client-procs", type=int, default=2, help="client processes (each drives many streams)")
+    p.add_argument("--client", default="lean", choices=("lean", "stream"),
+                   help="load clients: benchmarks/lean_client.py (lean: the same protocol on websockets' sans-I/O "
+                        "layer, about 0.6x the client CPU, streams connected before the audio starts) or "
+                        "`kfusion stream`'s own client (stream: one task per stream, each starts on connecting)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="the server's event loop (the clients use uvloop when installed)")
@@ -201,6 +206,7 @@ def run(args) -> int:
                      "batch_wait_ms": args.batch_wait_ms,
                      "event_loop": eventloop.resolve(args.event_loop), "server_p99_target_ms": SERVER_P99_TARGET_MS,
                      "model": r["model_version"], "lookahead_ms": r["lookahead_ms"],
+                     "client": args.client,
                      "clients": "real websocket streams of real speech, paced in real time, in "
                                 f"{args.client_procs} client processes on the same CPUs as the server"},
         "capacity_streams": b,

@@ -47,13 +47,8 @@ def _speech() -> tuple[np.ndarray, int]:
     return audio.mean(axis=1).astype(np.float32), sr
 
 
-def _client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: int, out_q, ready, go) -> None:
-    """One client process: n_streams websocket streams, each looping the speech from its own offset.
-
-    All imports and audio preparation happen before `ready` is signalled; streaming starts on `go`,
-    so no process is still starting up while others measure.
-    """
-    from clients.stream_client import stream_audio
+def prepare_clips(n_streams: int, seconds: float, chunk_ms: int, seed: int) -> tuple[list[list[bytes]], int, np.ndarray]:
+    """(pcm16 chunks per stream, each looping the speech from its own offset; sample rate; start offsets s)."""
     from engine import protocol as P
 
     audio, sr = _speech()
@@ -65,6 +60,19 @@ def _client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: 
         idx = (int(rng.integers(0, len(audio))) + np.arange(n_chunks * chunk)) % len(audio)
         clips.append([P.encode_audio(b, "pcm16") for b in audio[idx].reshape(n_chunks, chunk)])
     offsets = rng.uniform(0, chunk_ms / 1000.0, n_streams)  # clients are not in lock-step
+    return clips, sr, offsets
+
+
+def _client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: int, out_q, ready, go) -> None:
+    """One client process: n_streams websocket streams, each looping the speech from its own offset.
+
+    All imports and audio preparation happen before `ready` is signalled; streaming starts on `go`,
+    so no process is still starting up while others measure.
+    """
+    from clients.stream_client import stream_audio
+    from engine import protocol as P
+
+    clips, sr, offsets = prepare_clips(n_streams, seconds, chunk_ms, seed)
     ready.release()
     go.wait()
 

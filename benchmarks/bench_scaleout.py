@@ -75,13 +75,14 @@ class ServerProcess:
             self.proc.wait(5)
 
 
-def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: int, lookahead_ms: float) -> dict:
+def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: int, lookahead_ms: float,
+           client: str) -> dict:
     from benchmarks.load_clients import run_clients, summarize
 
     load1 = os.getloadavg()[0]
     mark: list[float] = []
     results, client_cpu = run_clients(f"ws://127.0.0.1:{server.port}/ws", n, seconds, n_procs, CHUNK_MS, seed,
-                                      on_go=lambda: mark.extend((time.perf_counter(), server.cpu_s())))
+                                      on_go=lambda: mark.extend((time.perf_counter(), server.cpu_s())), client=client)
     wall, cpu = time.perf_counter() - mark[0], server.cpu_s() - mark[1]
     s = summarize(results, seconds, CHUNK_MS, lookahead_ms, SERVER_P99_TARGET_MS)
     p99 = s["server_ms"]["p99"]
@@ -99,6 +100,8 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes of the scaled-out server")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each trial")
     p.add_argument("--client-procs", type=int, default=2, help="client processes (each drives many streams)")
+    p.add_argument("--client", default="lean", choices=("lean", "stream"),
+                   help="load clients (as `kfusion bench capacity --client`)")
     p.add_argument("--port", type=int, default=8794, help="the one-process server; the scaled-out one uses +1")
     p.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
     p.add_argument("--json", help="write the results here")
@@ -130,7 +133,8 @@ def run(args) -> int:
             for k, n in enumerate(counts):
                 for w, server in servers.items():
                     bar.set_postfix_str(f"{n} streams, {w} worker(s)")
-                    t = _trial(server, n, args.seconds, args.client_procs, seed=k, lookahead_ms=meta.lookahead_ms)
+                    t = _trial(server, n, args.seconds, args.client_procs, seed=k, lookahead_ms=meta.lookahead_ms,
+                               client=args.client)
                     trials[labels[w]][str(n)] = t
                     log.info("%d worker(s), %d streams: %s (server p99 %s ms) %s", w, n, "ok" if t["ok"] else "FAIL",
                              t["server_ms"]["p99"], "; ".join(t["why"]))
@@ -152,7 +156,7 @@ def run(args) -> int:
                     "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup},
         "settings": {"streams": counts, "workers": args.workers, "seconds": args.seconds,
                      "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "server_p99_target_ms": SERVER_P99_TARGET_MS,
-                     "model": meta.model_version, "lookahead_ms": meta.lookahead_ms,
+                     "model": meta.model_version, "lookahead_ms": meta.lookahead_ms, "client": args.client,
                      "clients": "real websocket streams of real speech paced in real time, on the same CPUs"},
         "streams_within_target": best,
         "ratio_streams_within_target": round(many / one, 2) if one else None,

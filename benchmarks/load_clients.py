@@ -14,6 +14,7 @@ import numpy as np
 DEFAULT_CLIENT_PROCS = 2  # client processes share the server's 2 vCPUs: keep them few
 RESULT_TIMEOUT_EXTRA_S = 120.0
 CLIENT_READY_TIMEOUT_S = 120.0
+CLIENTS = ("stream", "lean")
 
 
 def split_streams(n_streams: int, n_procs: int) -> list[int]:
@@ -25,15 +26,21 @@ def split_streams(n_streams: int, n_procs: int) -> list[int]:
 
 
 def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT_CLIENT_PROCS,
-                chunk_ms: int = 20, seed: int = 0, on_go=None) -> tuple[list[dict], float]:
+                chunk_ms: int = 20, seed: int = 0, on_go=None, client: str = "stream") -> tuple[list[dict], float]:
     """Blocking: spawn the client processes, start them together, return (one dict per stream, client CPU s).
 
     Each dict holds `frames`, `expected` (end.frames), `dropped`, `close`, `error` and per-frame lists
     `server` (ms, frame header send - recv), `e2e` (ms) and `lag` (ms, speech instant -> arrival), in
     arrival order. on_go(): called once every process has started and prepared its audio, just before
-    the streams begin.
+    the streams begin. client: "stream" (`kfusion stream`'s own client, one asyncio task per stream) or
+    "lean" (benchmarks/lean_client.py: websockets' sans-I/O protocol, far less client CPU per stream).
     """
-    from benchmarks.bench_latency import _client_proc
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
+    if client == "lean":
+        from benchmarks.lean_client import client_proc as _client_proc
+    else:
+        from benchmarks.bench_latency import _client_proc
 
     ctx = mp.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()

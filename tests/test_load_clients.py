@@ -1,0 +1,35 @@
+"""The benchmarks' two load generators against a real server: every frame, the right counts, sane timings."""
+
+from __future__ import annotations
+
+import pytest
+from test_server import ServerThread, _free_port
+
+from benchmarks.load_clients import run_clients, summarize
+from engine import timing
+from engine.config import EngineConfig
+
+SECONDS = 2.0
+CHUNK_MS = 20
+LOOKAHEAD_MS = 80.0  # the default model's
+
+
+@pytest.mark.parametrize("client", ["lean", "stream"])
+def test_load_client_gets_every_frame_in_real_time(client):
+    n = 4
+    with ServerThread(EngineConfig(port=_free_port(), providers="cpu")) as s:
+        results, cpu_s = run_clients(s.url, n, SECONDS, n_procs=1, chunk_ms=CHUNK_MS, client=client)
+    per_stream = timing.n_frames(int(SECONDS * 1000 / CHUNK_MS) * 16 * CHUNK_MS, 30)
+    assert [r["error"] for r in results] == [None] * n
+    assert [(r["frames"], r["expected"], r["close"], r["dropped"]) for r in results] == [(per_stream, per_stream, 1000, 0)] * n
+    summary = summarize(results, SECONDS, CHUNK_MS, LOOKAHEAD_MS, 50.0)
+    assert summary["lost"] == 0 and summary["late"] == 0
+    assert len(results[0]["e2e"]) == per_stream and len(results[0]["server"]) == per_stream
+    lag = summary["audio_lag_ms"]  # paced in real time: a frame arrives about chunk + lookahead after its audio
+    assert CHUNK_MS + LOOKAHEAD_MS - 25 < lag["p50"] < CHUNK_MS + LOOKAHEAD_MS + 50, lag
+    assert 0 < summary["server_ms"]["p50"] < 50 and 0 < cpu_s < SECONDS * n
+
+
+def test_unknown_load_client_is_refused():
+    with pytest.raises(ValueError, match="stream, lean.*'fast'"):
+        run_clients("ws://127.0.0.1:1/ws", 1, 1.0, client="fast")
