@@ -81,11 +81,19 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                            "(basis-major KAN, convolutions as GEMMs) and the ahead-of-time feature kernel,"),
           "capacity-run5": ("`kfusion bench capacity --start 64`, run a fifth time with the cheaper export of the "
                             "same model (basis-major KAN, convolutions as GEMMs),"),
+          "capacity-run6": ("`kfusion bench capacity --start 128 --client lean`, with the lean load clients "
+                            "(`benchmarks/lean_client.py`, now the default: streams connect before the audio starts),"),
+          "capacity-run7": ("`kfusion bench capacity --start 128` (lean clients), straight after run 6; host stalls "
+                            "made a few frames late even at 48 streams,"),
+          "capacity-run8": ("`kfusion bench capacity --start 64 --client stream`, the `kfusion stream` load clients "
+                            "as in runs 1-5, straight after run 7,"),
+          "capacity-run9": "`kfusion bench capacity --start 128` (lean clients), a fourth run of the day's last hour,",
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),
           "scaleout-run4": ("`kfusion bench scaleout --streams 64,80,96`, straight after run 3 on a fast stretch "
-                            "of the host,")}
+                            "of the host,"),
+          "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
