@@ -38,7 +38,7 @@ def _cpu_s() -> float:
 
 async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, client: str) -> dict:
     """One server (in this process) under n client streams for `seconds`; verdict and figures."""
-    from benchmarks.load_clients import run_clients, summarize
+    from benchmarks.load_clients import failure_reasons, run_clients, summarize
     from engine.server import LandmarkServer
 
     server = LandmarkServer(cfg, session=session)
@@ -61,9 +61,7 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, 
         reasons.append(f"{s['n_errors']} streams failed: {s['errors'][:2]}")
     if p99 is None or p99 > SERVER_P99_TARGET_MS:
         reasons.append(f"server p99 {p99} ms > {SERVER_P99_TARGET_MS} ms")
-    for key in ("dropped", "late", "lost"):
-        if s[key]:
-            reasons.append(f"{s[key]} frames {key}")
+    reasons += failure_reasons(s)
     s.update(ok=not reasons, why=reasons, load1_at_start=round(load1, 2),
              server_cpu_share=round(cpu / wall, 3), client_cpu_share=round(client_cpu / wall, 3),
              # CPU per stream and second of wall time: comparable across trials and runs of different sizes

@@ -77,7 +77,7 @@ class ServerProcess:
 
 def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: int, lookahead_ms: float,
            client: str) -> dict:
-    from benchmarks.load_clients import run_clients, summarize
+    from benchmarks.load_clients import failure_reasons, run_clients, summarize
 
     load1 = os.getloadavg()[0]
     mark: list[float] = []
@@ -89,7 +89,7 @@ def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: in
     why = [f"{s['n_errors']} streams failed"] if s["n_errors"] else []
     if p99 is None or p99 > SERVER_P99_TARGET_MS:
         why.append(f"server p99 {p99} ms > {SERVER_P99_TARGET_MS} ms")
-    why += [f"{s[k]} frames {k}" for k in ("dropped", "late", "lost") if s[k]]
+    why += failure_reasons(s)
     s.update(ok=not why, why=why, load1_at_start=round(load1, 2), server_cpu_share=round(cpu / wall, 3),
              client_cpu_share=round(client_cpu / wall, 3))
     return s

@@ -91,6 +91,9 @@ def summarize(results: list[dict], seconds: float, chunk_ms: int, lookahead_ms: 
     cat = lambda key: [v for r in ok for v in r[key]]
     lag = cat("lag")
     budget = chunk_ms + lookahead_ms + late_budget_ms
+    # the server's own time (chunk in -> frame out) for the late frames: small values mean the delay was
+    # outside the server's processing (the event loop not reading yet, the socket, the host stalling)
+    late_server = [sv for r in ok for lg, sv in zip(r["lag"], r["server"]) if lg > budget]
     frames = int(sum(r["frames"] for r in ok))
     return {
         "streams": len(results),
@@ -101,8 +104,22 @@ def summarize(results: list[dict], seconds: float, chunk_ms: int, lookahead_ms: 
         "lost": per_stream * len(results) - frames,
         "dropped": int(sum(r["dropped"] for r in ok)),
         "late": int(sum(v > budget for v in lag)),
+        "late_frames_server_ms": pcts(late_server),
         "late_budget_ms": budget,
         "server_ms": pcts(cat("server")),
         "end_to_end_ms": pcts(cat("e2e")),
         "audio_lag_ms": pcts(lag),
     }
+
+
+def failure_reasons(s: dict) -> list[str]:
+    """Dropped, late and lost frames of a summary, as trial verdict reasons; late ones say how long the server
+    itself held them (a few ms means the delay was elsewhere: the event loop, the socket, a host stall)."""
+    out = []
+    for key in ("dropped", "late", "lost"):
+        if s[key]:
+            extra = ""
+            if key == "late" and s["late_frames_server_ms"]["n"]:
+                extra = f" (server time for them: median {s['late_frames_server_ms']['p50']} ms)"
+            out.append(f"{s[key]} frames {key}{extra}")
+    return out

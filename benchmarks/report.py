@@ -88,6 +88,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "capacity-run8": ("`kfusion bench capacity --start 64 --client stream`, the `kfusion stream` load clients "
                             "as in runs 1-5, straight after run 7,"),
           "capacity-run9": "`kfusion bench capacity --start 128` (lean clients), a fourth run of the day's last hour,",
+          "capacity-run10": ("`kfusion bench capacity --start 128` (lean clients), with the server time of the late "
+                             "frames recorded (`late_frames_server_ms`),"),
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),

@@ -23,7 +23,11 @@ def test_load_client_gets_every_frame_in_real_time(client):
     assert [r["error"] for r in results] == [None] * n
     assert [(r["frames"], r["expected"], r["close"], r["dropped"]) for r in results] == [(per_stream, per_stream, 1000, 0)] * n
     summary = summarize(results, SECONDS, CHUNK_MS, LOOKAHEAD_MS, 50.0)
-    assert summary["lost"] == 0 and summary["late"] == 0
+    assert summary["lost"] == 0 and summary["late"] == 0 and summary["late_frames_server_ms"]["n"] == 0
+    for r in results:  # lag and server time are per frame, in the same order (summarize pairs them)
+        assert len(r["lag"]) == len(r["server"]) == r["frames"]
+    tight = summarize(results, SECONDS, CHUNK_MS, LOOKAHEAD_MS, -CHUNK_MS - LOOKAHEAD_MS)  # every frame "late"
+    assert tight["late"] == tight["late_frames_server_ms"]["n"] == n * per_stream
     assert len(results[0]["e2e"]) == per_stream and len(results[0]["server"]) == per_stream
     lag = summary["audio_lag_ms"]  # paced in real time: a frame arrives about chunk + lookahead after its audio
     assert CHUNK_MS + LOOKAHEAD_MS - 25 < lag["p50"] < CHUNK_MS + LOOKAHEAD_MS + 50, lag
@@ -33,3 +37,11 @@ def test_load_client_gets_every_frame_in_real_time(client):
 def test_unknown_load_client_is_refused():
     with pytest.raises(ValueError, match="stream, lean.*'fast'"):
         run_clients("ws://127.0.0.1:1/ws", 1, 1.0, client="fast")
+
+
+def test_failure_reasons_name_the_frames_and_the_servers_share_of_late_ones():
+    from benchmarks.load_clients import failure_reasons, pcts
+
+    s = {"dropped": 0, "late": 3, "lost": 2, "late_frames_server_ms": pcts([4.0, 5.0, 6.0])}
+    assert failure_reasons(s) == ["3 frames late (server time for them: median 5.0 ms)", "2 frames lost"]
+    assert failure_reasons({"dropped": 0, "late": 0, "lost": 0, "late_frames_server_ms": pcts([])}) == []
