@@ -20,3 +20,5 @@ def test_bad_arguments_are_value_errors():
         cpu_parallel_speedup(procs=0)
     with pytest.raises(ValueError, match="seconds > 0"):
         cpu_parallel_speedup(procs=1, seconds=0)
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        cpu_parallel_speedup(procs=1, rounds=0)
