@@ -89,10 +89,11 @@ class LeanStream(asyncio.Protocol):
         self._flush()
 
     def _frame(self, data: bytes, now: float) -> None:
-        if len(data) < P.FRAME_HEADER_BYTES:
-            self.res["error"] = f"frame of {len(data)} bytes"
+        try:
+            _, _, chunk, audio_t, recv, sent = P.decode_frame_header(data)
+        except P.ProtocolError as exc:
+            self.res["error"] = str(exc)
             return
-        _, _, _, _, _, chunk, audio_t, recv, sent = P.FRAME_HEADER.unpack_from(data)
         self.res["frames"] += 1
         self.res["server"].append((sent - recv) * 1000.0)
         if 0 <= chunk < len(self.send_t):

@@ -74,15 +74,19 @@ def module_name(key: str) -> str:
     return f"_kf_features_{key}"
 
 
+def file_name(key: str) -> str:
+    """The build's file name: the module name and this Python's extension suffix."""
+    return module_name(key) + sysconfig.get_config_var("EXT_SUFFIX")
+
+
 def module_path(key: str) -> Path:
     """Where the build for `key` goes (kernel_dir())."""
-    return kernel_dir() / (module_name(key) + sysconfig.get_config_var("EXT_SUFFIX"))
+    return kernel_dir() / file_name(key)
 
 
 def find_build(key: str) -> Path | None:
     """The build for `key` in the first of kernel_dirs() that has it, else None."""
-    name = module_name(key) + sysconfig.get_config_var("EXT_SUFFIX")
-    return next((d / name for d in kernel_dirs() if (d / name).is_file()), None)
+    return next((d / file_name(key) for d in kernel_dirs() if (d / file_name(key)).is_file()), None)
 
 
 def mode() -> str:
@@ -142,9 +146,9 @@ def build(out_dir: Path | None = None) -> Path:
     finally:
         root.setLevel(level)
     for old in out_dir.glob("_kf_features_*"):  # builds of older sources or another CPU
-        if old.name != module_path(key).name:
+        if old.name != file_name(key):
             old.unlink(missing_ok=True)
-    return out_dir / module_path(key).name
+    return out_dir / file_name(key)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

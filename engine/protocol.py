@@ -317,8 +317,9 @@ def encode_frame_binary(f: FrameMessage) -> bytes:
     return head + np.asarray(f.landmarks, "<f4").tobytes() + ctl
 
 
-def decode_frame_binary(data: bytes) -> FrameMessage:
-    """Binary frame -> FrameMessage; ProtocolError 1007 if the header or length is wrong."""
+def decode_frame_header(data: bytes) -> tuple[int, int, int, float, float, float]:
+    """Binary frame -> (flags, index, chunk, audio time s, recv time s, send time s), the landmarks left
+    undecoded (the load clients need only the timings); ProtocolError 1007 if the header or length is wrong."""
     if len(data) < FRAME_HEADER_BYTES:
         raise ProtocolError(CLOSE_INVALID, f"frame of {len(data)} bytes is shorter than its "
                             f"{FRAME_HEADER_BYTES}-byte header")
@@ -328,6 +329,12 @@ def decode_frame_binary(data: bytes) -> FrameMessage:
     expected = FRAME_HEADER_BYTES + 4 * (N_POINTS * 2 + n_ctl)
     if len(data) != expected:
         raise ProtocolError(CLOSE_INVALID, f"frame must be {expected} bytes, got {len(data)}")
+    return flags, index, chunk, t, recv, sent
+
+
+def decode_frame_binary(data: bytes) -> FrameMessage:
+    """Binary frame -> FrameMessage; ProtocolError 1007 if the header or length is wrong."""
+    flags, index, chunk, t, recv, sent = decode_frame_header(data)
     body = np.frombuffer(data, "<f4", offset=FRAME_HEADER_BYTES)
     lm = body[: N_POINTS * 2].reshape(N_POINTS, 2).astype(np.float32)
     ctl = body[N_POINTS * 2:].astype(np.float32) if flags & FLAG_CONTROLS else None

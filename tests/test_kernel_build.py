@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ def features_with(process, y: np.ndarray, sizes) -> np.ndarray:
 
 
 def test_build_gives_numbas_bits_on_speech_in_any_chunking(built_dir, speech_16k):
-    aot = K.load_built(built_dir / (K.module_name(K.build_key()) + sysconfig.get_config_var("EXT_SUFFIX")))
+    aot = K.load_built(built_dir / K.file_name(K.build_key()))
     y = speech_16k[: 4 * 16_000 + 77]
     rng = np.random.default_rng(3)
     sizes = [int(n) for n in rng.integers(1, 1500, size=60)]
@@ -112,7 +111,7 @@ def test_an_install_the_user_cannot_write_to_builds_into_the_user_cache(tmp_path
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(site)) else real_access(p, mode))
     assert K.kernel_dir() == user  # read-only install: the user's cache (not made yet; its parent decides)
-    name = K.module_name("0123abcd") + sysconfig.get_config_var("EXT_SUFFIX")
+    name = K.file_name("0123abcd")
     assert K.find_build("0123abcd") is None
     user.mkdir(parents=True)
     (user / name).write_bytes(b"")

@@ -49,6 +49,7 @@ def test_frames_round_trip_binary_and_json(controls):
                        controls=controls)
     data = P.encode_frame_binary(f)
     assert data[:4] == b"KFLM" and len(data) == P.FRAME_HEADER_BYTES + 4 * (136 + (0 if controls is None else 9))
+    assert P.decode_frame_header(data)[1:] == (f.index, f.chunk, f.audio_time_s, f.recv_time_s, f.send_time_s)
     for g in (P.decode_frame_binary(data), P.parse_server_message(P.encode_frame_json(f))):
         assert (g.index, g.chunk, g.audio_time_s, g.recv_time_s, g.send_time_s) == (
             f.index, f.chunk, f.audio_time_s, f.recv_time_s, f.send_time_s)
