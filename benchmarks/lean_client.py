@@ -13,6 +13,7 @@ streams opened within 20 ms).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import numpy as np
@@ -171,6 +172,7 @@ def client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: i
     from engine import eventloop
 
     clips, sr, offsets = prepare_clips(n_streams, seconds, chunk_ms, seed)
+    gc.freeze()  # as the server does: a full collection mid-run walks only the streams' objects (a short pause)
     ready.release()
     go.wait()
     cpu0 = time.process_time()

@@ -354,6 +354,20 @@ def test_sigterm_closes_clients_with_1001_and_exits_cleanly(tmp_path):
     assert "shutting down" in log_path.read_text()
 
 
+def test_start_freezes_the_start_up_heap_so_a_full_collection_walks_only_new_objects():
+    import gc
+
+    from engine.session import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip(f"no model at {default_model_path()}")
+    gc.unfreeze()  # the module's server froze this process's heap already: count from this start only
+    with ServerThread(EngineConfig(port=_free_port(), providers="cpu")):
+        frozen, walked = gc.get_freeze_count(), len(gc.get_objects())
+    assert frozen > 10_000, f"expected the start-up heap (modules, ONNX Runtime, websockets) frozen, got {frozen}"
+    assert walked < frozen // 10, f"a full collection still walks {walked} objects against {frozen} frozen"
+
+
 def test_stream_client_cli_saves_every_frame(server, speech_wav, tmp_path, capsys):
     from engine.cli import main
 
