@@ -80,6 +80,8 @@ class LandmarkServer:
         # A full (generation 2) collection walks every tracked object and stops the event loop meanwhile: with
         # the ~50k objects of start-up (modules, ONNX Runtime, websockets) that was a 14-38 ms stall every
         # ~20 s under load. Frozen, they are never walked again, and a collection walks only what streams made.
+        # Collect first, so no garbage (the warm-up stream's resampler) is frozen with them.
+        gc.collect()
         gc.freeze()
         self.batcher = Batcher(self.session, self.config)
         self.batcher.start()
