@@ -100,6 +100,33 @@ def test_lip_gap_loss_pays_a_mouth_that_does_not_shut():
         assert loss_terms(model, ajar, rows["head"], rows, synth_only, w)["lip_gap"].item() == pytest.approx(want, abs=1e-5)
 
 
+def test_closure_loss_pays_lips_that_do_not_meet_where_synthetic_lips_shut():
+    from export.train import TrainConfig, closure_loss, loss_terms, point_weights
+
+    truth = (torch.randn(68, 2, generator=torch.Generator().manual_seed(1)) * 20).expand(2, 30, 68, 2).clone()
+    truth[:, :, 65:68, 1] = truth[:, :, 61:64, 1] + 6.0  # lips 6 px apart ...
+    truth[:, 10:20, 65:68, 1] = truth[:, 10:20, 61:64, 1]  # ... except frames 10-19, where they meet
+    mask = torch.ones(2, 30)
+    batch = {"canonical": truth, "head": torch.zeros(2, 30, 4), "mask": mask, "synthetic": torch.tensor([1.0, 0.0])}
+    assert closure_loss(truth, batch, mask).item() == 0.0
+    ajar = truth.clone()
+    ajar[:, :, 65:68, 1] += 1.5  # every frame 1.5 px too open: only row 0's shut frames 10-19 count
+    assert closure_loss(ajar, batch, mask).item() == pytest.approx(1.5, abs=1e-5)
+    crossed = truth.clone()
+    crossed[:, :, 65:68, 1] -= 1.5  # lips that cross by 1.5 px cost as much as lips 1.5 px apart
+    assert closure_loss(crossed, batch, mask).item() == pytest.approx(1.5, abs=1e-5)
+    wide = truth.clone()
+    wide[:, :5, 65:68, 1] += 4.0  # open frames (0-4) are left to the other terms
+    assert closure_loss(wide, batch, mask).item() == 0.0
+    real_only = {**batch, "synthetic": torch.tensor([0.0, 0.0])}  # tracked lips: no exact closures, no term
+    assert closure_loss(ajar, real_only, mask).item() == 0.0
+    cfg = TrainConfig(dims=ModelDims(**TINY), synth_root="", closure_weight=3.0)
+    w, model = point_weights(cfg), KFusion(cfg.dims)
+    plain = loss_terms(model, ajar, batch["head"], batch, TrainConfig(dims=ModelDims(**TINY), synth_root=""), w)
+    weighted = loss_terms(model, ajar, batch["head"], batch, cfg, w)
+    assert (weighted["loss"] - plain["loss"]).item() == pytest.approx(3.0 * 1.5, abs=1e-4)
+
+
 def test_kan_layer_rejects_wrong_width_and_learns_a_curve():
     layer = KANLinear(1, 1, grid_size=8)
     with pytest.raises(ValueError, match="expects 1 input"):
