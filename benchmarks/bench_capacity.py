@@ -2,6 +2,7 @@
 50 ms and no frame late, dropped or lost. Peer (same run): the same search with batching off (max_batch=1).
 
 Usage: kfusion bench capacity [--max 256] [--seconds 8] [--client-procs 2] [--json out.json]
+       kfusion bench capacity --at 128 --repeats 5   (no search: how often N streams pass, batched and not)
 Real websocket clients in a few separate processes (each driving many asyncio streams) send real speech
 paced in real time in 20 ms chunks; they share the machine's CPUs with the server. The search doubles N
 (or halves it) from --start until a trial fails (passes), then bisects down to --resolution streams; the
@@ -162,6 +163,51 @@ async def _main(args) -> dict:
     return out
 
 
+async def _repeat(args) -> dict:
+    """--at N: `repeats` trials of N streams each way (batched, then unbatched, alternating): how reliably N holds.
+
+    The search above stops at the first failing trial, and on a shared host one stall fails a trial, so a
+    found capacity swings from run to run; the pass count at a fixed N says how often that N holds.
+    """
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from engine.batcher import warm_up
+    from engine.config import EngineConfig
+    from engine.session import ModelSession
+
+    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop,
+                        max_streams=max(256, 2 * args.at), providers="cpu")
+    session = ModelSession(base.model_path, base.providers)
+    warm_up(session)
+    configs = {"batched": base, "unbatched": replace(base, max_batch=1)}
+    out: dict = {label: {"trials": []} for label in configs}
+    with tqdm(total=args.repeats * len(configs), desc=f"{args.at} streams, repeated", unit="trial") as bar:
+        for k in range(args.repeats):
+            for label, cfg in configs.items():
+                probe = speed_probe_us(session)
+                t = await _trial(session, cfg, args.at, args.seconds, args.client_procs, seed=k, client=args.client)
+                t["speed_probe_us_per_row"] = probe
+                out[label]["trials"].append(t)
+                bar.update(1)
+                log.info("%s %d streams, trial %d: %s (server p99 %s ms, %d late) %s", label, args.at, k + 1,
+                         "ok" if t["ok"] else "FAIL", t["server_ms"]["p99"], t["late"], "; ".join(t["why"]))
+                await asyncio.sleep(SETTLE_S)
+    for label in configs:
+        trials = out[label]["trials"]
+        p99s = [t["server_ms"]["p99"] for t in trials if t["server_ms"]["p99"] is not None]
+        out[label].update(
+            passed=sum(t["ok"] for t in trials), repeats=len(trials),
+            server_p99_ms_per_trial={"median": round(float(np.median(p99s)), 3) if p99s else None,
+                                     "max": round(max(p99s), 3) if p99s else None},
+            late_frames_per_trial=[t["late"] for t in trials],
+            server_cpu_ms_per_stream_s=[t["server_cpu_ms_per_stream_s"] for t in trials])
+    out["lookahead_ms"] = session.meta.lookahead_ms
+    out["model_version"] = session.meta.model_version
+    return out
+
+
 def add_arguments(p) -> None:
     p.add_argument("--max", type=int, default=256, help="largest number of streams to try")
     p.add_argument("--start", type=int, default=16,
@@ -173,6 +219,9 @@ def add_arguments(p) -> None:
                    help="load clients: benchmarks/lean_client.py (lean: the same protocol on websockets' sans-I/O "
                         "layer, about 0.6x the client CPU, streams connected before the audio starts) or "
                         "`kfusion stream`'s own client (stream: one task per stream, each starts on connecting)")
+    p.add_argument("--at", type=int, default=0,
+                   help="no search: run --repeats trials of this many streams each way, and count the passes")
+    p.add_argument("--repeats", type=int, default=5, help="trials per side with --at")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="the server's event loop (the clients use uvloop when installed)")
@@ -184,6 +233,8 @@ def run(args) -> int:
     if args.max < 1 or args.start < 1 or args.seconds <= 0 or args.client_procs < 1 or args.resolution < 1:
         raise ValueError("--max, --start, --client-procs and --resolution must be >= 1 and --seconds > 0, got "
                          f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
+    if args.at < 0 or args.repeats < 1:
+        raise ValueError(f"--at must be >= 0 (0 = search) and --repeats >= 1, got {args.at} and {args.repeats}")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("kfusion.server").setLevel(logging.WARNING)
     logging.getLogger("kfusion").setLevel(logging.WARNING)
@@ -193,20 +244,16 @@ def run(args) -> int:
     from benchmarks.machine import cpu_parallel_speedup
 
     speedup = cpu_parallel_speedup(2)  # how much of the second vCPU this shared host gives right now
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
+               "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup}
+    if args.at:
+        return _report_repeat(args, machine, eventloop.run(_repeat(args), args.event_loop))
     r = eventloop.run(_main(args), args.event_loop)
     b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
     best = r["batched"]["trials"].get(str(b), {}) if b else {}
     out = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-                    "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup},
-        "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, "seconds": args.seconds,
-                     "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
-                     "batch_wait_ms": args.batch_wait_ms,
-                     "event_loop": eventloop.resolve(args.event_loop), "server_p99_target_ms": SERVER_P99_TARGET_MS,
-                     "model": r["model_version"], "lookahead_ms": r["lookahead_ms"],
-                     "client": args.client,
-                     "clients": "real websocket streams of real speech, paced in real time, in "
-                                f"{args.client_procs} client processes on the same CPUs as the server"},
+        "machine": machine,
+        "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, **_settings(args, r)},
         "capacity_streams": b,
         "peer_unbatched_capacity_streams": u,
         "ratio_batched_to_unbatched": round(b / u, 2) if u else None,
@@ -216,12 +263,39 @@ def run(args) -> int:
         "batched": r["batched"],
         "unbatched": r["unbatched"],
     }
-    text = json.dumps(out, indent=2)
-    print(text)
+    _write(out, args.json)
     print(f"capacity: {b} streams batched, {u} unbatched (max_batch=1): ratio "
           f"{out['ratio_batched_to_unbatched']}; server p99 at capacity "
           f"{(best.get('server_ms') or {}).get('p99')} ms")
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
     return 0 if b > 0 else 1
+
+
+def _settings(args, r: dict) -> dict:
+    return {"seconds": args.seconds, "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
+            "batch_wait_ms": args.batch_wait_ms, "event_loop": eventloop.resolve(args.event_loop),
+            "server_p99_target_ms": SERVER_P99_TARGET_MS, "model": r["model_version"],
+            "lookahead_ms": r["lookahead_ms"], "client": args.client,
+            "clients": "real websocket streams of real speech, paced in real time, in "
+                       f"{args.client_procs} client processes on the same CPUs as the server"}
+
+
+def _report_repeat(args, machine: dict, r: dict) -> int:
+    b, u = r["batched"], r["unbatched"]
+    out = {"machine": machine, "settings": {"at": args.at, "repeats": args.repeats, **_settings(args, r)},
+           "streams": args.at, "batched_passed": b["passed"], "peer_unbatched_passed": u["passed"],
+           "pass_rate_batched": round(b["passed"] / b["repeats"], 3),
+           "pass_rate_unbatched": round(u["passed"] / u["repeats"], 3),
+           "batched": b, "unbatched": u}
+    _write(out, args.json)
+    print(f"{args.at} streams: {b['passed']} of {b['repeats']} trials passed batched, {u['passed']} of "
+          f"{u['repeats']} unbatched (max_batch=1); median server p99 per trial "
+          f"{b['server_p99_ms_per_trial']['median']} ms batched, {u['server_p99_ms_per_trial']['median']} ms unbatched")
+    return 0
+
+
+def _write(out: dict, path: str | None) -> None:
+    text = json.dumps(out, indent=2)
+    print(text)
+    if path:
+        with open(path, "w") as fh:
+            fh.write(text + "\n")

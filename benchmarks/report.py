@@ -90,6 +90,12 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "capacity-run9": "`kfusion bench capacity --start 128` (lean clients), a fourth run of the day's last hour,",
           "capacity-run10": ("`kfusion bench capacity --start 128` (lean clients), with the server time of the late "
                              "frames recorded (`late_frames_server_ms`),"),
+          "capacity-run11": ("`kfusion bench capacity --start 128` (lean clients), after the server began freezing its "
+                             "start-up heap (`gc.freeze()`), on a slow stretch (speed probe 31-63 us per row),"),
+          "capacity-at128": ("`kfusion bench capacity --at 128 --repeats 5`: no search, five trials of 128 streams "
+                             "each way, straight after run 11,"),
+          "capacity-at96": ("`kfusion bench capacity --at 96 --repeats 5`: five trials of 96 streams each way, "
+                            "straight after the 128 ones,"),
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),
@@ -224,6 +230,25 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
     return lines
 
 
+def _capacity_repeat(name: str, d: dict, path: Path) -> list[str]:
+    """`kfusion bench capacity --at N --repeats K`: each trial, batched beside the unbatched peer."""
+    lines = _head(name, d, path)
+    b, u = d["batched"], d["unbatched"]
+    lines += ["", (f"**{d['batched_passed']} of {b['repeats']}** trials of {d['streams']} streams passed batched, "
+                   f"{d['peer_unbatched_passed']} of {u['repeats']} with batching off (peer, same run, trials "
+                   f"alternating). A trial passes with server p99 <= {_fmt(d['settings']['server_p99_target_ms'])} ms "
+                   "and no frame late, dropped or lost."),
+              "", ("| trial | batched: ok, server p50 / p99 ms, late frames, server CPU ms per stream-s | "
+                   "unbatched: ok, server p50 / p99 ms, late frames | speed probe us per row (batched) |"),
+              "| ---: | --- | --- | ---: |"]
+    for k, (tb, tu) in enumerate(zip(b["trials"], u["trials"], strict=True), 1):
+        lines.append(f"| {k} | {'ok' if tb['ok'] else 'FAIL'}, {_fmt(tb['server_ms']['p50'])} / "
+                     f"{_fmt(tb['server_ms']['p99'])}, {tb['late']}, {_fmt(tb['server_cpu_ms_per_stream_s'])} | "
+                     f"{'ok' if tu['ok'] else 'FAIL'}, {_fmt(tu['server_ms']['p50'])} / {_fmt(tu['server_ms']['p99'])}, "
+                     f"{tu['late']} | {_fmt(tb.get('speed_probe_us_per_row'))} |")
+    return lines
+
+
 RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality,
              "articulation": _articulation}
 
@@ -312,7 +337,8 @@ def build(results_dir: Path = RESULTS_DIR, out: Path = RESULTS_MD, images_dir: P
         d = json.loads(files[name].read_text())
         if not isinstance(d, dict):
             raise ValueError(f"{files[name]}: expected a JSON object, got {type(d).__name__}")  # noqa: TRY004 (bad input file)
-        body = RENDERERS.get(name.split("-run")[0], _generic)(name, d, files[name])  # scaleout-run2: as scaleout
+        kind = "capacity-at" if name.startswith("capacity-at") else name.split("-run")[0]  # scaleout-run2: as scaleout
+        body = (_capacity_repeat if kind == "capacity-at" else RENDERERS.get(kind, _generic))(name, d, files[name])
         if name == "latency":
             plot_latency_cdf(d, Path(images_dir) / CDF_PNG)
         if name == "scaleout":

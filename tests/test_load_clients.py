@@ -45,3 +45,31 @@ def test_failure_reasons_name_the_frames_and_the_servers_share_of_late_ones():
     s = {"dropped": 0, "late": 3, "lost": 2, "late_frames_server_ms": pcts([4.0, 5.0, 6.0])}
     assert failure_reasons(s) == ["3 frames late (server time for them: median 5.0 ms)", "2 frames lost"]
     assert failure_reasons({"dropped": 0, "late": 0, "lost": 0, "late_frames_server_ms": pcts([])}) == []
+
+
+def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
+    import json
+
+    from engine.cli import main
+
+    out = tmp_path / "repeat.json"
+    assert main(["bench", "capacity", "--at", "2", "--repeats", "2", "--seconds", "1.5", "--client-procs", "1",
+                 "--port", str(_free_port()), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["streams"] == 2 and res["settings"]["repeats"] == 2
+    for side, passed in (("batched", "batched_passed"), ("unbatched", "peer_unbatched_passed")):
+        trials = res[side]["trials"]
+        assert len(trials) == 2 and all(t["streams"] == 2 and t["frames"] == t["frames_expected"] for t in trials)
+        assert res[passed] == res[side]["passed"] == sum(t["ok"] for t in trials)
+        assert res[side]["late_frames_per_trial"] == [t["late"] for t in trials]
+    assert res["pass_rate_batched"] == res["batched_passed"] / 2
+    from benchmarks.report import build  # the report gives one row per trial, batched beside the peer
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "capacity-at2.json").write_text(out.read_text())
+    assert build(tmp_path / "results", tmp_path / "RESULTS.md", tmp_path) == ["capacity-at2"]
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert f"**{res['batched_passed']} of 2** trials of 2 streams passed batched" in md
+    rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2 and all(line.count("ok" if t["ok"] else "FAIL") for line, t in zip(rows, res["batched"]["trials"]))
+    assert main(["bench", "capacity", "--at", "2", "--repeats", "0"]) == 2  # a bad count is refused up front
