@@ -172,7 +172,8 @@ def client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: i
     from engine import eventloop
 
     clips, sr, offsets = prepare_clips(n_streams, seconds, chunk_ms, seed)
-    gc.freeze()  # as the server does: a full collection mid-run walks only the streams' objects (a short pause)
+    gc.collect()  # as the server does: freeze what is alive now, so a full collection mid-run walks only
+    gc.freeze()  # the streams' objects (a short pause)
     ready.release()
     go.wait()
     cpu0 = time.process_time()

@@ -78,8 +78,8 @@ class LandmarkServer:
         log.info("feature kernel: %s", "ahead-of-time build" if kernel == "aot" else "numba JIT (cache=True)")
         Stream(self.config, self.session.meta, sample_rate_hz=48_000).push(np.zeros((960, 1), np.float32))
         # A full (generation 2) collection walks every tracked object and stops the event loop meanwhile: with
-        # the ~50k objects of start-up (modules, ONNX Runtime, websockets) that was a 14-38 ms stall every
-        # ~20 s under load. Frozen, they are never walked again, and a collection walks only what streams made.
+        # the ~42k objects of start-up (modules, ONNX Runtime, websockets) that was a 14-48 ms stall about every
+        # 20-30 s under load. Frozen, they are never walked again, and a collection walks only what streams made.
         # Collect first, so no garbage (the warm-up stream's resampler) is frozen with them.
         gc.collect()
         gc.freeze()
