@@ -69,6 +69,9 @@ SOAK_RUN = ("The soak test (`KFUSION_SOAK_S=600 KFUSION_SOAK_STREAMS=64 KFUSION_
 RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("soak-run2.json") + ", run again",
           "soak-run3": SOAK_RUN.format("soak-run3.json") + ", run a third time after the feature-kernel speed-up",
           "soak-run4": SOAK_RUN.format("soak-run4.json") + ", run a fourth time after audio and frames took the direct path",
+          "soak-run5": SOAK_RUN.format("soak-run5.json") + ", run a fifth time after the server began freezing its start-up heap",
+          "soak-run6": SOAK_RUN.format("soak-run6.json") + ", run a sixth time with ONNX Runtime's CPU memory arena off",
+          "soak-run7": SOAK_RUN.format("soak-run7.json") + ", run a seventh time, recording memory minute by minute",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",
           "capacity-run3": ("`kfusion bench capacity --start 64`, run a third time on a slow stretch of the host "
                             "(speed probe 45-106 us per row against 45-113 in run 2),"),

@@ -102,6 +102,9 @@ def test_soak_memory_frames_and_latency_stay_steady(tmp_path):
               "rss_mib": {"start": round(kib[0] / 1024, 1), "after_warmup": round(rss_warm / 1024, 1),
                           "end": round(rss_end / 1024, 1), "max": round(kib.max() / 1024, 1)},
               "rss_growth_after_warmup": round(rss_end / rss_warm - 1, 4), "warmup_s": round(warmup_s, 1),
+              # the shape of the curve: a plateau (buffers and caches filling) or a steady climb (a leak)
+              "rss_mib_by_minute": {str(m): round(float(kib[np.argmin(np.abs(t_rss - 60.0 * m))]) / 1024, 1)
+                                    for m in range(int(SOAK_S // 60) + 1)},
               "server_p99_first_window_ms": p99_first, "server_p99_last_window_ms": p99_last,
               "lag_p99_first_window_ms": lag_first, "lag_p99_last_window_ms": lag_last, "window_s": WINDOW_S,
               "cpu_s": {"server": round(server_cpu_s, 1), "clients": round(client_cpu_s, 1)}}
