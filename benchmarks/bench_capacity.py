@@ -119,22 +119,28 @@ def speed_probe_us(session, batch: int = PROBE_BATCH, calls: int = PROBE_CALLS) 
     return round(float(np.median(times)) * 1e6 / batch, 1)
 
 
-async def _main(args) -> dict:
-    """Both searches (batched and the unbatched peer) in alternating trials, so that both see the same
-    background load on a shared machine."""
+def _session_and_configs(args, most_streams: int):
+    """The one warmed-up model session every trial shares, and the server configs: batched, and the peer
+    with batching off (max_batch=1)."""
     from dataclasses import replace
-
-    from tqdm import tqdm
 
     from engine.batcher import warm_up
     from engine.config import EngineConfig
     from engine.session import ModelSession
 
     base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop,
-                        max_streams=max(256, 2 * args.max), providers="cpu")
+                        max_streams=max(256, 2 * most_streams), providers="cpu")
     session = ModelSession(base.model_path, base.providers)
     warm_up(session)
-    configs = {"batched": base, "unbatched": replace(base, max_batch=1)}
+    return session, {"batched": base, "unbatched": replace(base, max_batch=1)}
+
+
+async def _main(args) -> dict:
+    """Both searches (batched and the unbatched peer) in alternating trials, so that both see the same
+    background load on a shared machine."""
+    from tqdm import tqdm
+
+    session, configs = _session_and_configs(args, args.max)
     plans = {label: _plan(args.start, args.max, args.resolution) for label in configs}
     next_n = {label: next(plan) for label, plan in plans.items()}
     out: dict = {label: {"trials": {}} for label in configs}
@@ -169,19 +175,9 @@ async def _repeat(args) -> dict:
     The search above stops at the first failing trial, and on a shared host one stall fails a trial, so a
     found capacity swings from run to run; the pass count at a fixed N says how often that N holds.
     """
-    from dataclasses import replace
-
     from tqdm import tqdm
 
-    from engine.batcher import warm_up
-    from engine.config import EngineConfig
-    from engine.session import ModelSession
-
-    base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop,
-                        max_streams=max(256, 2 * args.at), providers="cpu")
-    session = ModelSession(base.model_path, base.providers)
-    warm_up(session)
-    configs = {"batched": base, "unbatched": replace(base, max_batch=1)}
+    session, configs = _session_and_configs(args, args.at)
     out: dict = {label: {"trials": []} for label in configs}
     with tqdm(total=args.repeats * len(configs), desc=f"{args.at} streams, repeated", unit="trial") as bar:
         for k in range(args.repeats):

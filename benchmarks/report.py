@@ -253,7 +253,7 @@ def _capacity_repeat(name: str, d: dict, path: Path) -> list[str]:
 
 
 RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality,
-             "articulation": _articulation}
+             "articulation": _articulation, "capacity-at": _capacity_repeat}
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:
@@ -340,8 +340,8 @@ def build(results_dir: Path = RESULTS_DIR, out: Path = RESULTS_MD, images_dir: P
         d = json.loads(files[name].read_text())
         if not isinstance(d, dict):
             raise ValueError(f"{files[name]}: expected a JSON object, got {type(d).__name__}")  # noqa: TRY004 (bad input file)
-        kind = "capacity-at" if name.startswith("capacity-at") else name.split("-run")[0]  # scaleout-run2: as scaleout
-        body = (_capacity_repeat if kind == "capacity-at" else RENDERERS.get(kind, _generic))(name, d, files[name])
+        kind = re.sub(r"\d+$", "", name.split("-run")[0])  # scaleout-run2 as scaleout, capacity-at128 as capacity-at
+        body = RENDERERS.get(kind, _generic)(name, d, files[name])
         if name == "latency":
             plot_latency_cdf(d, Path(images_dir) / CDF_PNG)
         if name == "scaleout":
