@@ -82,6 +82,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "latency-run3": "`kfusion bench latency`, run a third time after audio and frames took the direct path,",
           "latency-run4": ("`kfusion bench latency`, run a fourth time with the cheaper export of the same model "
                            "(basis-major KAN, convolutions as GEMMs) and the ahead-of-time feature kernel,"),
+          "latency-run5": ("`kfusion bench latency --streams 1,16,64`, with the start-up heap frozen and ONNX "
+                           "Runtime's CPU memory arena off,"),
           "capacity-run5": ("`kfusion bench capacity --start 64`, run a fifth time with the cheaper export of the "
                             "same model (basis-major KAN, convolutions as GEMMs),"),
           "capacity-run6": ("`kfusion bench capacity --start 128 --client lean`, with the lean load clients "
