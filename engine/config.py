@@ -25,6 +25,7 @@ SUPPORTED_FPS = (25, 30, 60)
 N_LANDMARKS = 68
 LANDMARK_LAYOUT = "ibug68"
 CANONICAL_SIZE_PX = 256  # landmarks live in a 256x256 aligned face crop, x right, y down
+MAX_LIP_SEAL_PCT = 5.0  # lip seal dead zone limit, % of the eye distance (open vowels open to 8-15 %)
 
 # --- protocol and server ------------------------------------------------------------------------
 PROTOCOL_VERSION = 1
@@ -45,6 +46,7 @@ class EngineConfig:
     one_euro_min_cutoff_hz: float = 3.0
     one_euro_beta: float = 0.05
     controls: bool = False  # ARKit-named avatar controls on each frame
+    lip_seal_pct: float | None = None  # lip seal dead zone, % of the eye distance; None: the model's own
     # batching
     batch_wait_ms: float = 2.0  # longest a due frame waits for others to join its batch
     max_batch: int = 256
@@ -88,6 +90,9 @@ class EngineConfig:
             raise ValueError(f"outbox_frames must be >= 1, got {self.outbox_frames}")
         if not 5 <= self.mic_block_ms <= 200:
             raise ValueError(f"mic_block_ms must be in [5, 200], got {self.mic_block_ms}")
+        if self.lip_seal_pct is not None and not 0 <= self.lip_seal_pct <= MAX_LIP_SEAL_PCT:
+            raise ValueError(f"lip_seal_pct must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, "
+                             f"got {self.lip_seal_pct}")
         if self.one_euro_min_cutoff_hz <= 0:
             raise ValueError(f"one_euro_min_cutoff_hz must be > 0, got {self.one_euro_min_cutoff_hz}")
 

@@ -42,6 +42,32 @@ def inner_lip_gap(points: np.ndarray) -> np.ndarray:
     return (points[..., INNER_LIP_LOWER, 1] - points[..., INNER_LIP_UPPER, 1]).mean(axis=-1)
 
 
+def seal_lips(points: np.ndarray, dead_zone_pct: float) -> np.ndarray:
+    """Shut nearly-closed lips: a dead zone on the inner-lip gap, (..., 68, 2) -> a new float32 array.
+
+    For each inner-lip pair (61-67, 62-66, 63-65) the signed gap g is measured along the face's own
+    down axis (normal to the eye line 36->45, so head roll and scale do not matter); with d =
+    dead_zone_pct % of the eye distance it becomes g - d when g >= d, 0 when 0 <= g < d, and stays g
+    when the lips already cross (g < 0). The upper and lower point each move half the change. A model
+    trained to the mean leaves p, b and m slightly open; this closes them and narrows open lips by d.
+    """
+    out = np.array(points, np.float32)
+    if dead_zone_pct <= 0 or out.size == 0:
+        return out
+    a, b = EYE_OUTER_CORNERS
+    eye = out[..., b, :].astype(np.float64) - out[..., a, :]
+    iod = np.maximum(np.linalg.norm(eye, axis=-1, keepdims=True), 1e-9)
+    down = np.stack([-eye[..., 1], eye[..., 0]], axis=-1) / iod  # eye line along +x -> (0, 1): image down
+    d = dead_zone_pct / 100.0 * iod  # (..., 1) px
+    up, lo = out[..., INNER_LIP_UPPER, :], out[..., INNER_LIP_LOWER, :]
+    g = ((lo - up) * down[..., None, :]).sum(-1)  # (..., 3), > 0 open
+    shut = np.where(g >= d, g - d, np.minimum(g, 0.0))
+    move = ((g - shut) / 2.0)[..., None] * down[..., None, :]
+    out[..., INNER_LIP_UPPER, :] = up + move
+    out[..., INNER_LIP_LOWER, :] = lo - move
+    return out
+
+
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity taking src (N, 2) onto dst (N, 2) (Umeyama).
 

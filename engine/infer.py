@@ -81,6 +81,9 @@ def add_arguments(p) -> None:
     p.add_argument("--emotion", help="emotion name (one of the model's emotions)")
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the landmarks")
     p.add_argument("--controls", action="store_true", help="also write ARKit-named controls (T, 9)")
+    from engine.session import add_lip_seal_argument
+
+    add_lip_seal_argument(p)
 
 
 def run(args) -> int:
@@ -90,9 +93,9 @@ def run(args) -> int:
     from engine.session import ModelSession
 
     config = EngineConfig(model_path=args.model_path, providers=args.providers, fps=args.fps,
-                          smoothing=args.smoothing, controls=args.controls)
+                          smoothing=args.smoothing, controls=args.controls, lip_seal_pct=args.lip_seal_pct)
     config.log()
-    session = ModelSession(config.model_path, config.providers)
+    session = ModelSession(config.model_path, config.providers, config.lip_seal_pct)
     identity = None
     if args.identity:
         identity = np.load(args.identity).astype(np.float32)

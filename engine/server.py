@@ -69,7 +69,8 @@ class LandmarkServer:
         self.config.log()
 
         def load_model():
-            session = self.session or ModelSession(self.config.model_path, self.config.providers)
+            session = self.session or ModelSession(self.config.model_path, self.config.providers,
+                                                      self.config.lip_seal_pct)
             warm_up(session)
             return session
 
@@ -357,6 +358,9 @@ def add_config_arguments(p) -> None:
     p.add_argument("--fps", type=int, default=30, help="default frame rate for the mic stream (25, 30, 60)")
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the landmarks by default")
     p.add_argument("--controls", action="store_true", help="ARKit-named controls on the mic stream's frames")
+    from engine.session import add_lip_seal_argument
+
+    add_lip_seal_argument(p)
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest a due frame waits to be batched")
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="asyncio event loop (auto: uvloop when installed)")
@@ -372,7 +376,7 @@ def add_config_arguments(p) -> None:
 
 def config_from_args(args, **overrides) -> EngineConfig:
     kw = {"model_path": args.model_path, "providers": args.providers, "fps": args.fps, "smoothing": args.smoothing,
-              "controls": args.controls, "batch_wait_ms": args.batch_wait_ms, "event_loop": args.event_loop,
+              "controls": args.controls, "lip_seal_pct": args.lip_seal_pct, "batch_wait_ms": args.batch_wait_ms, "event_loop": args.event_loop,
               "host": args.host, "port": args.port,
               "max_streams": args.max_streams, "outbox_frames": args.outbox_frames, "token": args.token,
               "allowed_origins": tuple(args.allow_origin), "mic": args.mic, "mic_device": args.mic_device}

@@ -7,7 +7,8 @@ engine. Inputs/outputs (B = streams stacked in a batch, T = frames):
   identity (B, 68, 2)   float32  neutral face in the canonical 256 px frame
   emotion  (B, E)       float32  optional one-hot emotion label; all zeros = infer from audio
   state    (B, S)       float32  recurrent state in
-  -> landmarks (B, T, 68, 2) float32 canonical 256 px frame, head motion applied
+  -> landmarks (B, T, 68, 2) float32 canonical 256 px frame, head motion applied (ModelSession.run also
+                                     applies the model's lip seal, engine.face.seal_lips)
   -> state_out (B, S)        float32 recurrent state out
 """
 
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, N_LANDMARKS, SAMPLE_RATE_HZ
+from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, MAX_LIP_SEAL_PCT, N_LANDMARKS, SAMPLE_RATE_HZ
+from engine.face import seal_lips
 
 log = logging.getLogger("kfusion.session")
 
@@ -56,6 +58,7 @@ class ModelMeta:
     landmark_layout: str
     coordinate_frame: str
     mean_face: np.ndarray  # (68, 2) canonical default identity
+    lip_seal_pct: float = 0.0  # the output's lip seal (engine.face.seal_lips), % of the eye distance; 0 = none
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str) -> ModelMeta:
@@ -68,6 +71,7 @@ class ModelMeta:
         if missing:
             raise ValueError(f"{source}: not a kfusion model, metadata_props lacks {missing}")
         emotions = tuple(json.loads(props["emotions"]))
+        lip_seal_pct = _lip_seal(props.get("lip_seal_pct", "0"), f"{source}: metadata lip_seal_pct")
         mean_face = np.asarray(json.loads(props["mean_face"]), dtype=np.float32)
         return cls(
             contract_version=props["kfusion_contract"],
@@ -86,6 +90,7 @@ class ModelMeta:
             landmark_layout=props["landmark_layout"],
             coordinate_frame=props["coordinate_frame"],
             mean_face=mean_face,
+            lip_seal_pct=lip_seal_pct,
         )
 
     def check_engine(self, source: str) -> None:
@@ -108,6 +113,23 @@ class ModelMeta:
             raise ValueError(f"{source}: mean_face must be ({N_LANDMARKS}, 2), got {self.mean_face.shape}")
 
 
+def _lip_seal(value, what: str) -> float:
+    try:
+        pct = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of percent in [0, {MAX_LIP_SEAL_PCT:g}], got {value!r}") from None
+    if not 0.0 <= pct <= MAX_LIP_SEAL_PCT:
+        raise ValueError(f"{what} must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, got {pct:g}")
+    return pct
+
+
+def add_lip_seal_argument(p) -> None:
+    """The --lip-seal-pct option of infer, serve and demo."""
+    p.add_argument("--lip-seal-pct", type=float, default=None,
+                   help="shut lips whose inner gap is under this %% of the eye distance (engine.face.seal_lips); "
+                        "default: the model's own setting (1.0 for the shipped model); 0 turns it off")
+
+
 def _providers(choice: str) -> list[str]:
     import onnxruntime as ort
 
@@ -126,7 +148,10 @@ def _providers(choice: str) -> list[str]:
 class ModelSession:
     """A single read-only ONNX Runtime session: one intra-op thread, spinning off, shared by streams."""
 
-    def __init__(self, path: str | os.PathLike | None = None, providers: str = "auto") -> None:
+    def __init__(self, path: str | os.PathLike | None = None, providers: str = "auto",
+                 lip_seal_pct: float | None = None) -> None:
+        """lip_seal_pct: the lip seal applied to every output (engine.face.seal_lips); None takes the model's
+        own (metadata `lip_seal_pct`, 0 when absent)."""
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else default_model_path()
@@ -156,6 +181,7 @@ class ModelSession:
             raise ValueError(
                 f"{self.path}: expected inputs {INPUT_NAMES} and outputs {OUTPUT_NAMES}, got {names} and {outs}"
             )
+        self.lip_seal_pct = self.meta.lip_seal_pct if lip_seal_pct is None else _lip_seal(lip_seal_pct, "lip_seal_pct")
         self.providers = self._sess.get_providers()
         log.info("model %s (version %s) on %s", self.path.name, self.meta.model_version, self.providers[0])
 
@@ -172,11 +198,20 @@ class ModelSession:
         state: np.ndarray,
         emotion: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(B,T,W,F), (B,68,2), (B,S)[, (B,E)] -> landmarks (B,T,68,2), state_out (B,S)."""
+        """(B,T,W,F), (B,68,2), (B,S)[, (B,E)] -> landmarks (B,T,68,2), state_out (B,S).
+
+        The landmarks are the network's, with the session's lip seal applied (run_raw: without it)."""
+        landmarks, state_out = self.run_raw(feats, identity, state, emotion)
+        if self.lip_seal_pct > 0:
+            landmarks = seal_lips(landmarks, self.lip_seal_pct)
+        return landmarks, state_out
+
+    def run_raw(self, feats: np.ndarray, identity: np.ndarray, state: np.ndarray,
+                emotion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ONNX model's own outputs, exactly (no lip seal): what the torch model computes."""
         if emotion is None:
             emotion = self.no_emotion(feats.shape[0])
-        landmarks, state_out = self._sess.run(
+        return tuple(self._sess.run(
             list(OUTPUT_NAMES),
             {"feats": feats, "identity": identity, "emotion": emotion, "state": state},
-        )
-        return landmarks, state_out
+        ))

@@ -111,7 +111,10 @@ def section_text(result: dict, images: list[Path], results_path: Path, format_ta
         "then clips are averaged with equal weight."),
         ("- Models get the clip's own mean canonical shape as identity and no emotion label; `streaming` "
         "runs the ONNX file over the whole clip in one call from the zero state (causal, so identical to "
-        "live streaming); `streaming_smoothed` is the same frames through the engine's causal One Euro "
+        "live streaming), with the lip seal the model file asks for "
+        f"({info.get('streaming', {}).get('lip_seal_pct', 0):g} % of the eye distance, `engine.face.seal_lips`, "
+        "as the engine applies it; the offline checkpoint has none); `streaming_smoothed` is the same frames "
+        "through the engine's causal One Euro "
         "filter (what `--smoothing` streams: it buffers nothing, but like any low-pass it lags fast motion a "
         "little). `static_face` holds that identity still; `mean_face` holds the model's mean face "
         "still; `loudness_regressor` is a linear map from causal log-RMS features (same lookahead as the "

@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # --- predictors: segment -> (T, 68, 2) canonical 256 px frame (head motion where the model makes it) ----
 def streaming_predictor(path: str | None):
-    """Run the ONNX model on the whole clip in one call from the zero state (causal: equals streaming)."""
+    """Run the ONNX model on the whole clip in one call from the zero state (causal: equals streaming), with
+    the model's lip seal applied as the engine applies it."""
     from engine import features
     from engine.session import ModelSession
     from engine.timing import gather_windows, samples_needed
@@ -128,6 +129,7 @@ def build_predictors(args, fps: int) -> tuple[dict, dict]:
             mean_face, lookahead_ms = meta.mean_face, meta.lookahead_ms
             info["streaming"] = {"model_version": meta.model_version, "config_hash": meta.config_hash,
                                  "lookahead_ms": meta.lookahead_ms, "window_hops": meta.window_hops,
+                                 "lip_seal_pct": meta.lip_seal_pct,
                                  "path": str(args.model or "engine/assets/kfusion_stream.onnx")}
             if "streaming" in wanted:
                 preds["streaming"] = predict

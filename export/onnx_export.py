@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, N_LANDMARKS, SAMPLE_RATE_HZ
+from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, MAX_LIP_SEAL_PCT, N_LANDMARKS, SAMPLE_RATE_HZ
 from engine.session import CONTRACT_VERSION, INPUT_NAMES, OUTPUT_NAMES
 
 log = logging.getLogger("kfusion.export")
@@ -21,7 +21,7 @@ COORDINATE_FRAME = "canonical256"
 EXAMPLE_T = 5  # frames in the tracing example; the axis is exported as dynamic and checked after
 
 
-def contract_props(dims, meta: dict) -> dict[str, str]:
+def contract_props(dims, meta: dict, lip_seal_pct: float = 0.0) -> dict[str, str]:
     """metadata_props exactly as engine.session.ModelMeta.from_props reads them."""
     mean_face = np.asarray(meta["mean_face"], np.float32)
     if mean_face.shape != (N_LANDMARKS, 2):
@@ -42,11 +42,15 @@ def contract_props(dims, meta: dict) -> dict[str, str]:
         "landmark_layout": LANDMARK_LAYOUT,
         "coordinate_frame": COORDINATE_FRAME,
         "mean_face": json.dumps(np.round(mean_face.astype(np.float64), 4).tolist()),
+        "lip_seal_pct": f"{float(lip_seal_pct):g}",  # the engine's output lip seal for this model (0 = none)
     }
 
 
-def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = MIN_OPSET) -> dict[str, str]:
-    """Trace the checkpoint's model with dynamic B and T, attach metadata, check, verify axes in ORT."""
+def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = MIN_OPSET,
+                lip_seal_pct: float = 0.0) -> dict[str, str]:
+    """Trace the checkpoint's model with dynamic B and T, attach metadata, check, verify axes in ORT.
+
+    lip_seal_pct is stored for the engine (engine.face.seal_lips); the graph itself is the network alone."""
     import onnx
     import torch
 
@@ -54,6 +58,8 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = MIN_OP
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if not 0.0 <= lip_seal_pct <= MAX_LIP_SEAL_PCT:
+        raise ValueError(f"lip_seal_pct must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, got {lip_seal_pct}")
     model, dims, meta = load_checkpoint(ckpt_path)
     if dims.bidirectional:
         raise ValueError(f"{ckpt_path}: the offline (bidirectional) model cannot stream; use export.predict")
@@ -74,7 +80,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = MIN_OP
                           output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
                           dynamo=False)
     proto = onnx.load(str(tmp))
-    props = contract_props(dims, meta)
+    props = contract_props(dims, meta, lip_seal_pct)
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()
@@ -122,13 +128,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) of a streaming model")
     parser.add_argument("--out", required=True, help="output .onnx path")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument("--lip-seal-pct", type=float, default=0.0,
+                        help="lip seal the engine applies to this model's output, %% of the eye distance "
+                             "(engine.face.seal_lips; the shipped model uses 1.0, chosen on the val splits)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    props = export_onnx(args.checkpoint, args.out, args.opset)
+    props = export_onnx(args.checkpoint, args.out, args.opset, args.lip_seal_pct)
     print(f"wrote {args.out}: version {props['model_version']}, state_size {props['state_size']}, "
           f"lookahead {props['lookahead_ms']} ms, window {props['window_hops']} hops")
     return 0

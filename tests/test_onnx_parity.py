@@ -104,6 +104,7 @@ def test_export_matches_torch_on_real_speech_chunked(tmp_path, speech_16k):
     assert props["state_size"] == str(model.dims.state_size)
     onnx.checker.check_model(onnx.load(str(out)))
     sess = ModelSession(out, providers="cpu")
+    assert props["lip_seal_pct"] == "0" and sess.lip_seal_pct == 0.0  # no seal unless the export asks for one
     n = 60
     feats = audio_windows(speech_16k, n, model.dims)[None].astype(np.float32)
     ident = mean_face[None]
