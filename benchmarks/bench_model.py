@@ -145,7 +145,7 @@ def _agreement(session, model, windows, meta) -> float:
     with torch.no_grad():
         for k in range(60):
             feats = np.ascontiguousarray(windows[(np.arange(b) * 37 + k) % len(windows)][:, None])
-            lm_o, s_ort = session.run(feats, ident, s_ort, emo)
+            lm_o, s_ort = session.run_raw(feats, ident, s_ort, emo)  # the network alone, as torch
             lm_t, s_t = model(
                 torch.from_numpy(feats),
                 torch.from_numpy(ident),
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def ort_step(feats, ident, emo, state):
-        return session.run(feats, ident, state, emo)
+        return session.run_raw(feats, ident, state, emo)  # the network alone (no lip seal), as torch
 
     def torch_step(feats, ident, emo, state):
         with torch.no_grad():
