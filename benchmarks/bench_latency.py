@@ -100,7 +100,7 @@ async def _run_load(cfg, n_streams: int, seconds: float, chunk_ms: int) -> dict:
     from engine.server import LandmarkServer
     from engine.session import ModelSession
 
-    session = ModelSession(cfg.model_path, cfg.providers)
+    session = ModelSession(cfg.model_path, cfg.providers, cfg.lip_seal_pct)
     warm_up(session)
     # peer: a bare model call, batch 1, one frame, on the same session
     meta = session.meta
@@ -150,7 +150,8 @@ async def _run_load(cfg, n_streams: int, seconds: float, chunk_ms: int) -> dict:
             "speed_probe_us_per_row": probe,
             "cpu": {"server_s": round(server_cpu_s, 2), "clients_s": round(client_cpu_s, 2), "wall_s": round(wall_s, 2),
                     "server_ms_per_stream_second": round(1000 * server_cpu_s / (n_streams * seconds), 2)},
-            "lookahead_ms": meta.lookahead_ms, "model_version": meta.model_version}
+            "lookahead_ms": meta.lookahead_ms, "model_version": meta.model_version,
+            "lip_seal_pct": session.lip_seal_pct}
 
 
 def measure_startup(port: int) -> dict:
@@ -214,6 +215,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--port", type=int, default=8790)
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--lip-seal-pct", type=float, default=None,
+                   help="the server's lip seal (default: the model's own; 0 measures the engine without it)")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
 
 
@@ -221,7 +224,8 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
     """One load run at n_streams: percentiles, per-stage breakdown, CDF points, peer ratio."""
     from engine.config import EngineConfig
 
-    cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, n_streams))
+    cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, n_streams),
+                       lip_seal_pct=args.lip_seal_pct)
     load1 = os.getloadavg()[0]
     r = eventloop.run(_run_load(cfg, n_streams, args.seconds, args.chunk_ms), cfg.event_loop)
     ok = [x for x in r["results"] if not x.get("error")]
@@ -239,6 +243,7 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
         "client_procs": min(MAX_CLIENT_PROCS, n_streams),
         "model": r["model_version"],
         "lookahead_ms": r["lookahead_ms"],
+        "lip_seal_pct": r["lip_seal_pct"],
         "frames": int(sum(x["frames"] for x in ok)),
         "frames_expected": int(sum(x["expected"] or 0 for x in ok)),
         "server_ms": server_ms,
@@ -282,7 +287,8 @@ def run(args) -> int:
                     "python": platform.python_version()},
         "settings": {"streams": counts, "seconds": args.seconds, "chunk_ms": args.chunk_ms,
                      "batch_wait_ms": args.batch_wait_ms, "model": runs[0]["model"],
-                     "lookahead_ms": runs[0]["lookahead_ms"], "max_client_procs": MAX_CLIENT_PROCS},
+                     "lookahead_ms": runs[0]["lookahead_ms"], "lip_seal_pct": runs[0]["lip_seal_pct"],
+                     "max_client_procs": MAX_CLIENT_PROCS},
         "runs": runs,
         "startup": startup,
     }

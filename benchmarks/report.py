@@ -84,6 +84,10 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                            "(basis-major KAN, convolutions as GEMMs) and the ahead-of-time feature kernel,"),
           "latency-run5": ("`kfusion bench latency --streams 1,16,64`, with the start-up heap frozen and ONNX "
                            "Runtime's CPU memory arena off,"),
+          "latency-run6": ("`kfusion bench latency --streams 1,16,64`, after the shipped model began asking for a lip "
+                           "seal (numpy after every model call, which the bare-model peer includes too),"),
+          "latency-run6-noseal": ("`kfusion bench latency --streams 1,16,64 --lip-seal-pct 0 --no-startup`, straight "
+                                  "after run 6: the same engine without the lip seal, its peer,"),
           "capacity-run5": ("`kfusion bench capacity --start 64`, run a fifth time with the cheaper export of the "
                             "same model (basis-major KAN, convolutions as GEMMs),"),
           "capacity-run6": ("`kfusion bench capacity --start 128 --client lean`, with the lean load clients "

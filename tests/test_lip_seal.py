@@ -109,3 +109,11 @@ def test_infer_lip_seal_flag_changes_only_the_inner_lips(speech_wav, tmp_path):
     g = {n: gap_pct(v) for n, v in lm.items()}
     assert (g["default"] <= g["off"] + 1e-3).all() and (g["wide"] <= g["default"] + 1e-3).all()
     assert (g["default"] < 0.01).mean() > (g["off"] < 0.01).mean()  # more frames shut
+
+
+def test_the_seal_views_are_the_inner_lip_pairs():
+    from engine.face import _LOWER_LIP, _UPPER_LIP
+
+    idx = np.arange(68)
+    np.testing.assert_array_equal(idx[_UPPER_LIP], INNER_LIP_UPPER)
+    np.testing.assert_array_equal(idx[_LOWER_LIP][::-1], INNER_LIP_LOWER)
