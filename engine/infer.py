@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import MAX_INPUT_RATE_HZ, MIN_INPUT_RATE_HZ, N_LANDMARKS, SAMPLE_RATE_HZ, EngineConfig
+from engine.session import add_lip_seal_argument
 
 log = logging.getLogger("kfusion.infer")
 
@@ -81,8 +82,6 @@ def add_arguments(p) -> None:
     p.add_argument("--emotion", help="emotion name (one of the model's emotions)")
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the landmarks")
     p.add_argument("--controls", action="store_true", help="also write ARKit-named controls (T, 9)")
-    from engine.session import add_lip_seal_argument
-
     add_lip_seal_argument(p)
 
 

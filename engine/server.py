@@ -27,6 +27,7 @@ from engine import protocol as P
 from engine.config import DEFAULT_HOST, DEFAULT_PORT, EngineConfig
 from engine.connection import DRAIN_TIMEOUT_S, Connection, StreamConnection
 from engine.controls import CONTROL_NAMES
+from engine.session import add_lip_seal_argument
 from engine.stream import Frame, Stream
 
 log = logging.getLogger("kfusion.server")
@@ -358,8 +359,6 @@ def add_config_arguments(p) -> None:
     p.add_argument("--fps", type=int, default=30, help="default frame rate for the mic stream (25, 30, 60)")
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the landmarks by default")
     p.add_argument("--controls", action="store_true", help="ARKit-named controls on the mic stream's frames")
-    from engine.session import add_lip_seal_argument
-
     add_lip_seal_argument(p)
     p.add_argument("--batch-wait-ms", type=float, default=2.0, help="longest a due frame waits to be batched")
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
@@ -376,7 +375,8 @@ def add_config_arguments(p) -> None:
 
 def config_from_args(args, **overrides) -> EngineConfig:
     kw = {"model_path": args.model_path, "providers": args.providers, "fps": args.fps, "smoothing": args.smoothing,
-              "controls": args.controls, "lip_seal_pct": args.lip_seal_pct, "batch_wait_ms": args.batch_wait_ms, "event_loop": args.event_loop,
+              "controls": args.controls, "lip_seal_pct": args.lip_seal_pct, "batch_wait_ms": args.batch_wait_ms,
+              "event_loop": args.event_loop,
               "host": args.host, "port": args.port,
               "max_streams": args.max_streams, "outbox_frames": args.outbox_frames, "token": args.token,
               "allowed_origins": tuple(args.allow_origin), "mic": args.mic, "mic_device": args.mic_device}
