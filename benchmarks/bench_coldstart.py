@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from engine import kernel_build
+from engine.cache import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 1.5  # /healthz and the first frame within this long of process start
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", help="torch checkpoint for the torch peer (default: as `bench model`)"
     )
     parser.add_argument(
-        "--workdir", default="/work/cache/bench-coldstart", help="scratch folder for the speech"
+        "--workdir", default=str(cache_dir("bench-coldstart")), help="scratch folder for the speech"
     )
 
 

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.cache import cache_dir
+
 TEXT = (
     "The quick brown fox jumps over the lazy dog while the children watch from the garden. "
     "Bob bought a big blue map for the trip to Paris, and we were watching the moon over the quiet harbour. "
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warm-runs", type=int, default=3, help="new processes timed for the warm start")
     parser.add_argument(
-        "--workdir", default="/work/cache/bench-features", help="scratch folder for the speech"
+        "--workdir", default=str(cache_dir("bench-features")), help="scratch folder for the speech"
     )
 
 

@@ -11,7 +11,9 @@ import json
 import time
 from pathlib import Path
 
-TRAIN_DIR = Path("/work/cache/train")
+from engine.cache import cache_dir
+
+TRAIN_DIR = cache_dir("train")
 SPEECH_SECONDS = 20.0
 FRAMES_PER_PAPER_WINDOW = 30  # our batch-1 streaming calls timed after each of the paper model's windows
 INTERLEAVE_PARTS = 5  # each engine's calls for one batch size run in this many alternating blocks
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--paper-runs", type=int, default=8, help="timed 1 s windows of the paper's model")
     parser.add_argument("--no-paper", action="store_true", help="skip the paper's wav2vec2 model")
-    parser.add_argument("--workdir", default="/work/cache/bench-model", help="scratch folder for the speech")
+    parser.add_argument("--workdir", default=str(cache_dir("bench-model")), help="scratch folder for the speech")
 
 
 def find_checkpoint(meta) -> tuple[Path | None, str]:

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.cache import cache_dir
 from engine.config import HOP_SAMPLES, N_LANDMARKS, SAMPLE_RATE_HZ
 from engine.timing import gather_windows
 from export.model import EMOTIONS, ModelDims
 
 log = logging.getLogger("kfusion.dataset")
-CACHE_DIR = Path("/work/cache/train/features")
+CACHE_DIR = cache_dir("train", "features")
 PAD_S = 0.5  # zeros appended before feature extraction: covers any lookahead up to 500 ms
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cache import cache_dir
+
 log = logging.getLogger("kfusion.eval")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OFFLINE_CKPT = Path("/work/cache/train/offline_ft/best.pt")  # the offline model MODEL_CARD.md reports
-DEFAULT_VIDEOS_DIR = Path("/work/cache/eval/videos")
+DEFAULT_OFFLINE_CKPT = cache_dir("train", "offline_ft", "best.pt")  # the offline model MODEL_CARD.md reports
+DEFAULT_VIDEOS_DIR = cache_dir("eval", "videos")  # outside the repo: the clips' faces and voices
 DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_IMAGES_DIR = REPO / "docs" / "images"
 BASELINES = ("static_face", "mean_face", "loudness_regressor")

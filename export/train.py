@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cache import cache_dir
 from engine.face import inner_lip_gap
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
-DEFAULT_OUT = "/work/cache/train/stream"
-DEFAULT_SYNTH = "/work/cache/synth"
+DEFAULT_OUT = str(cache_dir("train", "stream"))
+DEFAULT_SYNTH = str(cache_dir("synth"))
 
 
 @dataclass(frozen=True)
