@@ -107,6 +107,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                             "straight after the 128 ones,"),
           "articulation-run2": ("`kfusion bench articulation`, run again after the shipped model began asking for a "
                                 "lip seal of 1 % of the eye distance (`engine.face.seal_lips`),"),
+          "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
+                                 "for a lip seal,"),
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),
