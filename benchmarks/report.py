@@ -72,6 +72,7 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "soak-run5": SOAK_RUN.format("soak-run5.json") + ", run a fifth time after the server began freezing its start-up heap",
           "soak-run6": SOAK_RUN.format("soak-run6.json") + ", run a sixth time with ONNX Runtime's CPU memory arena off",
           "soak-run7": SOAK_RUN.format("soak-run7.json") + ", run a seventh time, recording memory minute by minute",
+          "soak-run8": SOAK_RUN.format("soak-run8.json") + ", run an eighth time with the lip seal on",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",
           "capacity-run3": ("`kfusion bench capacity --start 64`, run a third time on a slow stretch of the host "
                             "(speed probe 45-106 us per row against 45-113 in run 2),"),
