@@ -56,13 +56,7 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, 
         calls, rows = server.batcher.calls, server.batcher.rows
         await server.stop()
     s = summarize(results, seconds, CHUNK_MS, session.meta.lookahead_ms, SERVER_P99_TARGET_MS)
-    p99 = s["server_ms"]["p99"]
-    reasons = []
-    if s["n_errors"]:
-        reasons.append(f"{s['n_errors']} streams failed: {s['errors'][:2]}")
-    if p99 is None or p99 > SERVER_P99_TARGET_MS:
-        reasons.append(f"server p99 {p99} ms > {SERVER_P99_TARGET_MS} ms")
-    reasons += failure_reasons(s)
+    reasons = failure_reasons(s, SERVER_P99_TARGET_MS)
     s.update(ok=not reasons, why=reasons, load1_at_start=round(load1, 2),
              server_cpu_share=round(cpu / wall, 3), client_cpu_share=round(client_cpu / wall, 3),
              # CPU per stream and second of wall time: comparable across trials and runs of different sizes

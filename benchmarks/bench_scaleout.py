@@ -85,11 +85,7 @@ def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: in
                                       on_go=lambda: mark.extend((time.perf_counter(), server.cpu_s())), client=client)
     wall, cpu = time.perf_counter() - mark[0], server.cpu_s() - mark[1]
     s = summarize(results, seconds, CHUNK_MS, lookahead_ms, SERVER_P99_TARGET_MS)
-    p99 = s["server_ms"]["p99"]
-    why = [f"{s['n_errors']} streams failed"] if s["n_errors"] else []
-    if p99 is None or p99 > SERVER_P99_TARGET_MS:
-        why.append(f"server p99 {p99} ms > {SERVER_P99_TARGET_MS} ms")
-    why += failure_reasons(s)
+    why = failure_reasons(s, SERVER_P99_TARGET_MS)
     s.update(ok=not why, why=why, load1_at_start=round(load1, 2), server_cpu_share=round(cpu / wall, 3),
              client_cpu_share=round(client_cpu / wall, 3))
     return s

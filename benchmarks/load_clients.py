@@ -112,10 +112,17 @@ def summarize(results: list[dict], seconds: float, chunk_ms: int, lookahead_ms: 
     }
 
 
-def failure_reasons(s: dict) -> list[str]:
-    """Dropped, late and lost frames of a summary, as trial verdict reasons; late ones say how long the server
-    itself held them (a few ms means the delay was elsewhere: the event loop, the socket, a host stall)."""
+def failure_reasons(s: dict, p99_target_ms: float | None = None) -> list[str]:
+    """Why a trial fails, from its summary: failed streams, a server p99 over p99_target_ms (when given), then
+    dropped, late and lost frames; late ones say how long the server itself held them (a few ms means the
+    delay was elsewhere: the event loop, the socket, a host stall). Empty: the trial passes."""
     out = []
+    if s.get("n_errors"):
+        out.append(f"{s['n_errors']} streams failed: {s['errors'][:2]}")
+    if p99_target_ms is not None:
+        p99 = s["server_ms"]["p99"]
+        if p99 is None or p99 > p99_target_ms:
+            out.append(f"server p99 {p99} ms > {p99_target_ms} ms")
     for key in ("dropped", "late", "lost"):
         if s[key]:
             extra = ""

@@ -45,6 +45,14 @@ def test_failure_reasons_name_the_frames_and_the_servers_share_of_late_ones():
     s = {"dropped": 0, "late": 3, "lost": 2, "late_frames_server_ms": pcts([4.0, 5.0, 6.0])}
     assert failure_reasons(s) == ["3 frames late (server time for them: median 5.0 ms)", "2 frames lost"]
     assert failure_reasons({"dropped": 0, "late": 0, "lost": 0, "late_frames_server_ms": pcts([])}) == []
+    # with a p99 target (capacity and scale-out trials): failed streams and the p99 come first
+    ok = {"n_errors": 0, "errors": [], "dropped": 0, "late": 0, "lost": 0, "late_frames_server_ms": pcts([]),
+          "server_ms": pcts([1.0, 2.0, 3.0])}
+    assert failure_reasons(ok, 50.0) == []
+    bad = {**ok, "n_errors": 1, "errors": ["boom"], "server_ms": pcts([60.0] * 3), "dropped": 4}
+    assert failure_reasons(bad, 50.0) == ["1 streams failed: ['boom']", "server p99 60.0 ms > 50.0 ms",
+                                         "4 frames dropped"]
+    assert failure_reasons({**ok, "server_ms": pcts([])}, 50.0) == ["server p99 None ms > 50.0 ms"]
 
 
 def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
