@@ -27,6 +27,21 @@ LANDMARK_LAYOUT = "ibug68"
 CANONICAL_SIZE_PX = 256  # landmarks live in a 256x256 aligned face crop, x right, y down
 MAX_LIP_SEAL_PCT = 5.0  # lip seal dead zone limit, % of the eye distance (open vowels open to 8-15 %)
 
+
+def lip_seal_pct_value(value, what: str = "lip_seal_pct", text: bool = False) -> float:
+    """A lip seal setting as a float in [0, MAX_LIP_SEAL_PCT]; ValueError naming `what` otherwise. A number, or
+    with text=True (model metadata, ModelSession's argument) the text of one. The one check behind EngineConfig, ModelSession, the
+    model metadata and `kfusion export`."""
+    try:
+        if isinstance(value, str | bytes) and not text:
+            raise TypeError(value)
+        pct = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of percent in [0, {MAX_LIP_SEAL_PCT:g}], got {value!r}") from None
+    if not 0.0 <= pct <= MAX_LIP_SEAL_PCT:
+        raise ValueError(f"{what} must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, got {pct:g}")
+    return pct
+
 # --- protocol and server ------------------------------------------------------------------------
 PROTOCOL_VERSION = 1
 DEFAULT_HOST = "127.0.0.1"
@@ -90,9 +105,8 @@ class EngineConfig:
             raise ValueError(f"outbox_frames must be >= 1, got {self.outbox_frames}")
         if not 5 <= self.mic_block_ms <= 200:
             raise ValueError(f"mic_block_ms must be in [5, 200], got {self.mic_block_ms}")
-        if self.lip_seal_pct is not None and not 0 <= self.lip_seal_pct <= MAX_LIP_SEAL_PCT:
-            raise ValueError(f"lip_seal_pct must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, "
-                             f"got {self.lip_seal_pct}")
+        if self.lip_seal_pct is not None:
+            lip_seal_pct_value(self.lip_seal_pct)
         if self.one_euro_min_cutoff_hz <= 0:
             raise ValueError(f"one_euro_min_cutoff_hz must be > 0, got {self.one_euro_min_cutoff_hz}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, MAX_LIP_SEAL_PCT, N_LANDMARKS, SAMPLE_RATE_HZ
+from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, N_LANDMARKS, SAMPLE_RATE_HZ, lip_seal_pct_value
 from engine.face import seal_lips
 
 log = logging.getLogger("kfusion.session")
@@ -71,7 +71,7 @@ class ModelMeta:
         if missing:
             raise ValueError(f"{source}: not a kfusion model, metadata_props lacks {missing}")
         emotions = tuple(json.loads(props["emotions"]))
-        lip_seal_pct = _lip_seal(props.get("lip_seal_pct", "0"), f"{source}: metadata lip_seal_pct")
+        lip_seal_pct = lip_seal_pct_value(props.get("lip_seal_pct", "0"), f"{source}: metadata lip_seal_pct", text=True)
         mean_face = np.asarray(json.loads(props["mean_face"]), dtype=np.float32)
         return cls(
             contract_version=props["kfusion_contract"],
@@ -111,16 +111,6 @@ class ModelMeta:
             raise ValueError(f"{source}: model does not match this engine ({detail})")
         if self.mean_face.shape != (N_LANDMARKS, 2):
             raise ValueError(f"{source}: mean_face must be ({N_LANDMARKS}, 2), got {self.mean_face.shape}")
-
-
-def _lip_seal(value, what: str) -> float:
-    try:
-        pct = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number of percent in [0, {MAX_LIP_SEAL_PCT:g}], got {value!r}") from None
-    if not 0.0 <= pct <= MAX_LIP_SEAL_PCT:
-        raise ValueError(f"{what} must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, got {pct:g}")
-    return pct
 
 
 def add_lip_seal_argument(p) -> None:
@@ -181,7 +171,7 @@ class ModelSession:
             raise ValueError(
                 f"{self.path}: expected inputs {INPUT_NAMES} and outputs {OUTPUT_NAMES}, got {names} and {outs}"
             )
-        self.lip_seal_pct = self.meta.lip_seal_pct if lip_seal_pct is None else _lip_seal(lip_seal_pct, "lip_seal_pct")
+        self.lip_seal_pct = self.meta.lip_seal_pct if lip_seal_pct is None else lip_seal_pct_value(lip_seal_pct, text=True)
         self.providers = self._sess.get_providers()
         log.info("model %s (version %s) on %s", self.path.name, self.meta.model_version, self.providers[0])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, MAX_LIP_SEAL_PCT, N_LANDMARKS, SAMPLE_RATE_HZ
+from engine.config import HOP_SAMPLES, LANDMARK_LAYOUT, N_LANDMARKS, SAMPLE_RATE_HZ, lip_seal_pct_value
 from engine.session import CONTRACT_VERSION, INPUT_NAMES, OUTPUT_NAMES
 
 log = logging.getLogger("kfusion.export")
@@ -58,8 +58,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = MIN_OP
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    if not 0.0 <= lip_seal_pct <= MAX_LIP_SEAL_PCT:
-        raise ValueError(f"lip_seal_pct must be in [0, {MAX_LIP_SEAL_PCT:g}] % of the eye distance, got {lip_seal_pct}")
+    lip_seal_pct_value(lip_seal_pct)
     model, dims, meta = load_checkpoint(ckpt_path)
     if dims.bidirectional:
         raise ValueError(f"{ckpt_path}: the offline (bidirectional) model cannot stream; use export.predict")
