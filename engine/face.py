@@ -27,7 +27,9 @@ MOUTH = np.arange(48, 68)
 EYE_OUTER_CORNERS = (36, 45)
 INNER_LIP_UPPER = np.array([61, 62, 63])
 INNER_LIP_LOWER = np.array([67, 66, 65])
-_UPPER_LIP, _LOWER_LIP = slice(61, 64), slice(65, 68)  # the same points as slices, for seal_lips' views
+# the same points as slices, for seal_lips' views (the lower lip runs backwards: 67 66 65 pairs with 61 62 63)
+_UPPER_LIP = slice(int(INNER_LIP_UPPER.min()), int(INNER_LIP_UPPER.max()) + 1)
+_LOWER_LIP = slice(int(INNER_LIP_LOWER.min()), int(INNER_LIP_LOWER.max()) + 1)
 # Points that move little with speech: the fit that removes head pose uses only these.
 RIGID = np.concatenate([NOSE, EYES])
 

@@ -86,7 +86,8 @@ def module_path(key: str) -> Path:
 
 def find_build(key: str) -> Path | None:
     """The build for `key` in the first of kernel_dirs() that has it, else None."""
-    return next((d / file_name(key) for d in kernel_dirs() if (d / file_name(key)).is_file()), None)
+    name = file_name(key)
+    return next((d / name for d in kernel_dirs() if (d / name).is_file()), None)
 
 
 def mode() -> str:
