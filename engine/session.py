@@ -135,6 +135,18 @@ def _providers(choice: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Load the CUDA and cuDNN libraries that pip's nvidia-* wheels install (`onnxruntime-gpu[cuda,cudnn]`):
+    ONNX Runtime does not search those folders itself, and without them the CUDA provider fails to load and
+    the session quietly runs on the CPU. Libraries already loaded (by torch, or from the system) are kept."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None:
+        try:
+            preload()
+        except OSError as exc:  # a library it found but could not load: the provider check below reports it
+            log.warning("could not preload the CUDA libraries: %s", exc)
+
+
 class ModelSession:
     """A single read-only ONNX Runtime session: one intra-op thread, spinning off, shared by streams."""
 
@@ -158,10 +170,20 @@ class ModelSession:
         # speed (0.99-1.01x the time per call at batch 1-64).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
+        wanted = _providers(providers)
+        if wanted[0] == "CUDAExecutionProvider":
+            _preload_cuda_libraries(ort)
         try:
-            self._sess = ort.InferenceSession(str(self.path), opts, providers=_providers(providers))
+            self._sess = ort.InferenceSession(str(self.path), opts, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
+        if self._sess.get_providers()[0] != wanted[0]:  # ORT falls back to the CPU when CUDA fails to load
+            why = (f"the CUDA provider of onnxruntime-gpu did not load (the CUDA and cuDNN libraries it was built for "
+                   f"are missing or do not match the driver; `pip install 'onnxruntime-gpu[cuda,cudnn]'` "
+                   f"brings them); the session runs on {self._sess.get_providers()}")
+            if providers == "cuda":
+                raise ValueError(f"providers='cuda': {why}")
+            log.warning("%s", why)
         props = self._sess.get_modelmeta().custom_metadata_map
         self.meta = ModelMeta.from_props(props, str(self.path))
         self.meta.check_engine(str(self.path))
