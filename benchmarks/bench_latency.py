@@ -151,10 +151,10 @@ async def _run_load(cfg, n_streams: int, seconds: float, chunk_ms: int) -> dict:
             "cpu": {"server_s": round(server_cpu_s, 2), "clients_s": round(client_cpu_s, 2), "wall_s": round(wall_s, 2),
                     "server_ms_per_stream_second": round(1000 * server_cpu_s / (n_streams * seconds), 2)},
             "lookahead_ms": meta.lookahead_ms, "model_version": meta.model_version,
-            "lip_seal_pct": session.lip_seal_pct}
+            "lip_seal_pct": session.lip_seal_pct, "provider": session.providers[0]}
 
 
-def measure_startup(port: int) -> dict:
+def measure_startup(port: int, providers: str = "auto") -> dict:
     """Seconds from launching `kfusion serve` to /healthz answering, and to the first frame."""
     from websockets.sync.client import connect
 
@@ -162,7 +162,8 @@ def measure_startup(port: int) -> dict:
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port),
+                             "--providers", providers], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         healthz = None
@@ -218,6 +219,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lip-seal-pct", type=float, default=None,
                    help="the server's lip seal (default: the model's own; 0 measures the engine without it)")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
+    p.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="the server's ONNX Runtime provider, as `kfusion serve --providers` (default: CUDA when present)")
 
 
 def _one(args, n_streams: int) -> tuple[dict, list[str]]:
@@ -225,7 +228,7 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
     from engine.config import EngineConfig
 
     cfg = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, max_streams=max(256, n_streams),
-                       lip_seal_pct=args.lip_seal_pct)
+                       lip_seal_pct=args.lip_seal_pct, providers=args.providers)
     load1 = os.getloadavg()[0]
     r = eventloop.run(_run_load(cfg, n_streams, args.seconds, args.chunk_ms), cfg.event_loop)
     ok = [x for x in r["results"] if not x.get("error")]
@@ -244,6 +247,7 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
         "model": r["model_version"],
         "lookahead_ms": r["lookahead_ms"],
         "lip_seal_pct": r["lip_seal_pct"],
+        "provider": r["provider"],
         "frames": int(sum(x["frames"] for x in ok)),
         "frames_expected": int(sum(x["expected"] or 0 for x in ok)),
         "server_ms": server_ms,
@@ -271,13 +275,13 @@ def run(args) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("kfusion.server").setLevel(logging.WARNING)
     load1 = os.getloadavg()[0]
-    startup = None if args.no_startup else measure_startup(args.port + 1)
+    startup = None if args.no_startup else measure_startup(args.port + 1, args.providers)
     runs, failed = [], False
     for n in counts:
         one, errors = _one(args, n)
         runs.append(one)
         failed |= bool(errors)
-        short = {k: one[k] for k in ("streams", "server_ms", "end_to_end_ms", "audio_lag_ms", "dropped", "late")}
+        short = {k: one[k] for k in ("streams", "provider", "server_ms", "end_to_end_ms", "audio_lag_ms", "dropped", "late")}
         short["stages_ms_p50"] = {k: v["p50"] for k, v in one["stages_ms"].items()}
         print(json.dumps(short), flush=True)
     out = {
@@ -288,7 +292,7 @@ def run(args) -> int:
         "settings": {"streams": counts, "seconds": args.seconds, "chunk_ms": args.chunk_ms,
                      "batch_wait_ms": args.batch_wait_ms, "model": runs[0]["model"],
                      "lookahead_ms": runs[0]["lookahead_ms"], "lip_seal_pct": runs[0]["lip_seal_pct"],
-                     "max_client_procs": MAX_CLIENT_PROCS},
+                     "provider": runs[0]["provider"], "max_client_procs": MAX_CLIENT_PROCS},
         "runs": runs,
         "startup": startup,
     }

@@ -33,6 +33,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _p50_p99_max(p: dict) -> str:
+    return f"{_fmt(p['p50'])} / {_fmt(p['p99'])} / {_fmt(p['max'])}"
+
+
 def _is_pcts(d) -> bool:
     return isinstance(d, dict) and "p99" in d and ("p50" in d or "median" in d)
 
@@ -110,6 +114,12 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                 "lip seal of 1 % of the eye distance (`engine.face.seal_lips`),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
                                  "for a lip seal,"),
+          "latency-run7-h200-cuda": ("`kfusion bench latency --streams 1,128,256 --seconds 5 --providers cuda`, on "
+                                     "the lent GPU machine (one H200, 16 CPU cores) with onnxruntime-gpu 1.31.1, not on "
+                                     "the 2-vCPU machine,"),
+          "latency-run7-h200-cpu": ("`kfusion bench latency --streams 1,128,256 --seconds 5 --providers cpu`, its peer: "
+                                    "straight after, on the same GPU machine, with the CPU provider,"),
+          "providers": "`kfusion bench providers`, on the lent GPU machine (one H200, 16 CPU cores),",
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),
@@ -160,7 +170,7 @@ def _latency(name: str, d: dict, path: Path) -> list[str]:
               "p50/p99 | model p50/p99 | send queue p50/p99 | rows/batch | server CPU ms per stream-s | "
               "server p50 / bare model p50 |"),
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    three = lambda p: f"{_fmt(p['p50'])} / {_fmt(p['p99'])} / {_fmt(p['max'])}"
+    three = _p50_p99_max
     two = lambda p: f"{_fmt(p['p50'])} / {_fmt(p['p99'])}"
     for r in d["runs"]:
         st = r["stages_ms"]
@@ -263,7 +273,24 @@ def _capacity_repeat(name: str, d: dict, path: Path) -> list[str]:
     return lines
 
 
-RENDERERS = {"latency": _latency, "scaleout": _scaleout, "quality": _quality,
+def _providers(name: str, d: dict, path: Path) -> list[str]:
+    """`kfusion bench providers`: CUDA against the one-thread CPU session, parity then cost per call by batch."""
+    lines = _head(name, d, path)
+    p, load = d["parity"], d["session_load_s"]
+    lines += ["", (f"Parity on the demo speech ({p['frames']} frames): the CUDA session's landmarks differ from the CPU "
+                   f"session's by at most {_fmt(p['max_abs_px'])} px (mean {_fmt(p['mean_abs_px'])} px) in the 256 px "
+                   f"frame. Session load: CPU {_fmt(load['cpu'])} s, CUDA {_fmt(load['cuda'])} s. Peer: the CPU "
+                   "provider (one thread), same process."),
+              "", "| batch (rows) | CPU p50 / p99 / max ms | CUDA p50 / p99 / max ms | CUDA / CPU (p50) | CUDA us per row |",
+              "| ---: | ---: | ---: | ---: | ---: |"]
+    three = _p50_p99_max
+    for b, row in d["cost_by_batch"].items():
+        lines.append(f"| {b} | {three(row['cpu_ms'])} | {three(row['cuda_ms'])} | "
+                     f"**{_fmt(row['ratio_cuda_over_cpu_p50'])}** | {_fmt(row['cuda_us_per_row_p50'])} |")
+    return lines
+
+
+RENDERERS = {"latency": _latency, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
              "articulation": _articulation, "capacity-at": _capacity_repeat}
 
 
