@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
-    print(f"best checkpoint: {best}")
+    if env_rank()[1] == 0:  # under torchrun only rank 0 writes checkpoints
+        print(f"best checkpoint: {best}")
     return 0
 
 
@@ -169,6 +170,27 @@ def env_rank() -> tuple[int, int, int]:
 
 def elapsed_min(t0: float) -> float:
     return (time.time() - t0) / 60.0
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every rank when it is True on any (an all-reduce): ranks that stopped at different steps
+    would leave the others waiting in their next gradient all-reduce until the process group times out."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sampler_state_for(rank: int, saved: list, seed: int, step: int):
+    """The sampler's RNG state to resume `rank` with: its own saved state, else (a rank the checkpoint did
+    not record) a fresh stream of its own, so no two ranks draw the same crops."""
+    if rank < len(saved):
+        return saved[rank]
+    import numpy as np
+
+    return np.random.default_rng([seed, rank, step]).bit_generator.state
 
 
 def mix_fractions(cfg: TrainConfig, step: int) -> dict[str, float]:
@@ -389,8 +411,7 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         step, best = ck["step"], ck.get("best", best)
-        sampler.rng.bit_generator.state = ck["sampler_rng"][rank] if rank < len(ck["sampler_rng"]) else \
-            ck["sampler_rng"][0]
+        sampler.rng.bit_generator.state = sampler_state_for(rank, ck["sampler_rng"], cfg.seed, step)
         log.info("resumed %s at step %d", resume, step)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -429,6 +450,8 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{running['loss']:.3f}", l1=f"{running['l1']:.3f}")
         stop = cfg.max_minutes > 0 and elapsed_min(t0) > cfg.max_minutes
+        if world > 1 and cfg.max_minutes > 0:  # each rank's clock differs: all stop at the same step
+            stop = any_rank(stop, device)
         if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps or stop):
             metrics = {"step": step, "minutes": round(elapsed_min(t0), 2), "lr": lr_at(cfg, step - 1),
                        **{f"train_{k}": round(v, 4) for k, v in running.items()}, **validate(model, val, device)}
