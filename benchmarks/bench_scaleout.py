@@ -44,11 +44,11 @@ def _cpu_s(pids) -> float:
 class ServerProcess:
     """`kfusion serve --workers N` in a subprocess, ready once N distinct worker pids answer /healthz."""
 
-    def __init__(self, workers: int, port: int, max_streams: int, log_path: Path) -> None:
+    def __init__(self, workers: int, port: int, max_streams: int, log_path: Path, providers: str = "cpu") -> None:
         self.workers, self.port, self.log_path = workers, port, log_path
         env = dict(os.environ, OMP_NUM_THREADS="1")
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--workers", str(workers), "--port", str(port),
-               "--max-streams", str(max_streams), "--providers", "cpu"]
+               "--max-streams", str(max_streams), "--providers", providers]
         with open(log_path, "w") as fh:  # a file, not a pipe: a full pipe would block the server's logging
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh)
         self.pids: set[int] = set()
@@ -100,6 +100,8 @@ def add_arguments(p) -> None:
                    help="load clients (as `kfusion bench capacity --client`)")
     p.add_argument("--port", type=int, default=8794, help="the one-process server; the scaled-out one uses +1")
     p.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
+    p.add_argument("--providers", default="cpu", choices=("cpu", "cuda"),
+                   help="the servers' ONNX Runtime provider (cuda: every worker opens its own session on the GPU)")
     p.add_argument("--json", help="write the results here")
 
 
@@ -124,7 +126,7 @@ def run(args) -> int:
     try:
         for i, w in enumerate(labels):
             servers[w] = ServerProcess(w, args.port + i, 2 * max(counts),
-                                       Path(args.log_dir) / f"kfusion-scaleout-w{w}.log")
+                                       Path(args.log_dir) / f"kfusion-scaleout-w{w}.log", args.providers)
         with tqdm(total=len(counts) * len(servers), desc="scale-out trials", unit="trial") as bar:
             for k, n in enumerate(counts):
                 for w, server in servers.items():
@@ -141,17 +143,17 @@ def run(args) -> int:
             server.stop()
     best = {label: max([int(n) for n, t in tr.items() if t["ok"]], default=0) for label, tr in trials.items()}
     one, many = best[labels[1]], best[labels[args.workers]]
-    p99_ratio = {n: round(trials[labels[args.workers]][str(n)]["server_ms"]["p99"]
-                          / trials[labels[1]][str(n)]["server_ms"]["p99"], 2)
-                 for n in counts if trials[labels[1]][str(n)]["server_ms"]["p99"]
-                 and trials[labels[args.workers]][str(n)]["server_ms"]["p99"]}
+    p99 = {label: {n: tr[str(n)]["server_ms"]["p99"] for n in counts} for label, tr in trials.items()}
+    p99_ratio = {n: float(f"{p99[labels[args.workers]][n] / p99[labels[1]][n]:.3g}")  # 3 digits: can be 0.003
+                 for n in counts if p99[labels[1]][n] and p99[labels[args.workers]][n]}
     out = {
         "benchmark": "scaleout",
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                     "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup},
         "settings": {"streams": counts, "workers": args.workers, "seconds": args.seconds,
-                     "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "server_p99_target_ms": SERVER_P99_TARGET_MS,
+                     "client_procs": args.client_procs, "providers": args.providers, "chunk_ms": CHUNK_MS,
+                     "server_p99_target_ms": SERVER_P99_TARGET_MS,
                      "model": meta.model_version, "lookahead_ms": meta.lookahead_ms, "client": args.client,
                      "clients": "real websocket streams of real speech paced in real time, on the same CPUs"},
         "streams_within_target": best,

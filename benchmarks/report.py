@@ -120,6 +120,14 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "latency-run7-h200-cpu": ("`kfusion bench latency --streams 1,128,256 --seconds 5 --providers cpu`, its peer: "
                                     "straight after, on the same GPU machine, with the CPU provider,"),
           "providers": "`kfusion bench providers`, on the lent GPU machine (one H200, 16 CPU cores),",
+          "scaleout-run6-h200-cuda": ("`kfusion bench scaleout --streams 256,512 --workers 4 --client-procs 6 "
+                                      "--seconds 5 --providers cuda`, on the lent GPU machine (one H200, 16 CPU cores; "
+                                      "every worker opens its own CUDA session),"),
+          "scaleout-run6-h200-cpu": ("the same with `--providers cpu`, straight after on the same GPU machine: the "
+                                     "CPU provider's peer,"),
+          "scaleout-run7-h200-cuda": ("`kfusion bench scaleout --streams 768,1024 --workers 8 --client-procs 6 "
+                                      "--seconds 5 --providers cuda`, on the same GPU machine,"),
+          "scaleout-run7-h200-cpu": "the same with `--providers cpu`, straight after, its peer,",
           "scaleout-run2": "`kfusion bench scaleout --streams 48,64,80,96`, a finer grid run straight after the first,",
           "scaleout-run3": ("`kfusion bench scaleout --streams 96,112,128`, after the direct path and the cheaper "
                             "export, probing 128,"),
