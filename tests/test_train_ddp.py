@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.train import any_rank, sampler_state_for  # noqa: E402
-from tests.realdevices import free_port  # noqa: E402
+from export.train import any_rank, sampler_state_for
+from tests.realdevices import free_port
 
 
 def _rank_proc(rank: int, world: int, port: int, flags: list[bool], out) -> None:
