@@ -60,6 +60,7 @@ class TrainConfig:
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
+    speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     eval_every: int = 100
     max_minutes: float = 55.0  # > 0: stop (and keep the best checkpoint) after this much wall time
 
@@ -71,6 +72,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop_frames", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from export.data.perturb import check_factor
+
+        if isinstance(self.speed_perturb, (str, bytes)) or not hasattr(self.speed_perturb, "__iter__"):
+            raise ValueError(f"speed_perturb must be a list of speed factors, got {self.speed_perturb!r}")
+        object.__setattr__(self, "speed_perturb", tuple(check_factor(f) for f in self.speed_perturb))
         for name in ("pack_fraction", "finetune_after", "finetune_pack_fraction", "emotion_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -111,6 +117,13 @@ def load_config(path: str | None, overrides: dict) -> TrainConfig:
     return TrainConfig.from_dict(base)
 
 
+def _speed_list(text: str) -> tuple:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated speed factors like 0.9,1.1, got {text!r}") from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON or TOML training config (flags override it)")
     parser.add_argument("--variant", choices=("stream", "offline"))
@@ -135,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--velocity-weight", type=float, dest="velocity_weight")
     parser.add_argument("--sync-from", dest="sync_from",
                         help="checkpoint used to find and undo each real train clip's audio-video offset")
+    parser.add_argument("--speed-perturb", dest="speed_perturb", type=_speed_list,
+                        help="comma-separated speed factors, e.g. 0.9,1.1: the pack's train segments are also used "
+                             "played at these speeds, face tracks resampled to match (export/data/perturb.py)")
     parser.add_argument("--lookahead-ms", type=float, dest="lookahead_ms")
     parser.add_argument("--window-hops", type=int, dest="window_hops")
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
@@ -149,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
-                                          "sync_from", "closure_weight")}
+                                          "sync_from", "closure_weight", "speed_perturb")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -350,6 +366,10 @@ def load_pools(cfg: TrainConfig):
         from export.data.sync import align_segments
 
         train_segs, sync_report = align_segments(train_segs, cfg.sync_from)
+    if cfg.speed_perturb:  # after the re-sync: each copy keeps its clip's corrected offset
+        from export.data.perturb import speed_perturbed
+
+        train_segs = train_segs + [speed_perturbed(s, f) for f in cfg.speed_perturb for s in train_segs]
     pools = {"pack": make_items(train_segs, cfg.dims, desc="pack train")}
     if cfg.synth_root:
         if not (Path(cfg.synth_root) / "manifest.json").is_file():
