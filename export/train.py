@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.cache import cache_dir
 from engine.face import inner_lip_gap
+from export.data.perturb import check_factor
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
@@ -72,8 +73,6 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop_frames", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        from export.data.perturb import check_factor
-
         if isinstance(self.speed_perturb, (str, bytes)) or not hasattr(self.speed_perturb, "__iter__"):
             raise ValueError(f"speed_perturb must be a list of speed factors, got {self.speed_perturb!r}")
         object.__setattr__(self, "speed_perturb", tuple(check_factor(f) for f in self.speed_perturb))
@@ -204,8 +203,6 @@ def sampler_state_for(rank: int, saved: list, seed: int, step: int):
     not record) a fresh stream of its own, so no two ranks draw the same crops."""
     if rank < len(saved):
         return saved[rank]
-    import numpy as np
-
     return np.random.default_rng([seed, rank, step]).bit_generator.state
 
 

@@ -40,8 +40,9 @@ def test_audio_and_face_keep_their_moment(factor):
     # ... and so does the face: new frame i shows original frame i * factor
     i = np.arange(len(fast.canonical) - 2)
     assert np.allclose(fast.canonical[i, 0, 0], np.minimum(i * factor, len(seg.canonical) - 1), atol=1e-4)
-    # the head angle is interpolated across +-pi, not through 0
+    # the head angle is interpolated across +-pi, not through 0, and stays wrapped like the source
     assert np.abs(np.diff(np.unwrap(fast.head[:, 1]))).max() < 0.01
+    assert np.abs(fast.head[:, 1]).max() <= np.pi
     assert fast.identity is seg.identity and fast.clip_id == f"c1@speed{factor:g}"
     assert fast.start_s == pytest.approx(2.0 / factor)
 

@@ -44,7 +44,8 @@ def speed_perturbed(seg, factor: float):
     t = n_frames(len(audio), seg.fps)
     src = np.arange(t) * factor  # original frame index shown by new frame i
     head = _resample_track(seg.head, src).astype(np.float32)
-    head[:, 1] = _resample_track(np.unwrap(seg.head[:, 1]), src)  # angles: no jump across +-pi
+    angle = _resample_track(np.unwrap(seg.head[:, 1]), src)  # interpolated without a jump across +-pi,
+    head[:, 1] = np.angle(np.exp(1j * angle))  # then wrapped back into (-pi, pi] like the source
     return dataclasses.replace(seg, clip_id=f"{seg.clip_id}@speed{factor:g}", audio=audio,
                                canonical=_resample_track(seg.canonical, src).astype(np.float32), head=head,
                                start_s=seg.start_s / factor)
