@@ -22,6 +22,7 @@ import urllib.request
 
 import numpy as np
 
+from benchmarks.load_clients import pcts
 from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.latency")
@@ -29,14 +30,6 @@ log = logging.getLogger("kfusion.bench.latency")
 MAX_CLIENT_PROCS = 4
 STARTUP_TIMEOUT_S = 30.0
 LATE_MARGIN_MS = 5.0  # a frame is late when audio_lag > chunk + lookahead + this
-
-
-def _pcts(values) -> dict:
-    v = np.asarray(values, np.float64)
-    if not v.size:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3),
-            "max": round(float(v.max()), 3), "n": int(v.size)}
 
 
 def _speech() -> tuple[np.ndarray, int]:
@@ -237,8 +230,8 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
     fl = r["frame_log"]
     budget_ms = args.chunk_ms + r["lookahead_ms"] + LATE_MARGIN_MS
     lag = cat("lag")
-    server_ms = _pcts(cat("server"))
-    bare = _pcts(r["bare_ms"])
+    server_ms = pcts(cat("server"))
+    bare = pcts(r["bare_ms"])
     return {
         "streams": n_streams,
         "load1_at_start": round(load1, 2),
@@ -251,13 +244,13 @@ def _one(args, n_streams: int) -> tuple[dict, list[str]]:
         "frames": int(sum(x["frames"] for x in ok)),
         "frames_expected": int(sum(x["expected"] or 0 for x in ok)),
         "server_ms": server_ms,
-        "end_to_end_ms": _pcts(cat("e2e")),
-        "audio_lag_ms": _pcts(lag),
+        "end_to_end_ms": pcts(cat("e2e")),
+        "audio_lag_ms": pcts(lag),
         "dropped": int(sum(x["dropped"] for x in ok)),
         "late": int(sum(v > budget_ms for v in lag)),
         "late_budget_ms": budget_ms,
-        "stages_ms": {"features": _pcts(fl[:, 2]), "queue_batch_wait": _pcts(fl[:, 3]), "model": _pcts(fl[:, 4]),
-                      "send_queue": _pcts(fl[:, 5])},
+        "stages_ms": {"features": pcts(fl[:, 2]), "queue_batch_wait": pcts(fl[:, 3]), "model": pcts(fl[:, 4]),
+                      "send_queue": pcts(fl[:, 5])},
         "batches": {"calls": r["calls"], "mean_rows": round(r["rows"] / max(1, r["calls"]), 2)},
         "cpu": r["cpu"],
         "peer_bare_model_ms": bare,

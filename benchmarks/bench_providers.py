@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from benchmarks.load_clients import pcts
+
 BATCHES = (1, 8, 32, 128, 512, 2048)
 WARMUP_CALLS = 10
 CALLS_SMALL = 200  # batches up to 128
@@ -24,11 +26,6 @@ CALLS_LARGE = 30  # batches above 128 (the CPU takes 20-160 ms a call there)
 
 def add_arguments(p) -> None:
     p.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
-
-
-def _pcts(ms: np.ndarray) -> dict:
-    return {"p50": round(float(np.median(ms)), 3), "p99": round(float(np.percentile(ms, 99)), 3),
-            "max": round(float(ms.max()), 3), "n": int(ms.size)}
 
 
 def call_cost(session, batch: int, calls: int) -> dict:
@@ -44,7 +41,7 @@ def call_cost(session, batch: int, calls: int) -> dict:
         t = time.perf_counter()
         session.run(feats, identity, state)
         ms[i] = (time.perf_counter() - t) * 1000.0
-    return _pcts(ms)
+    return pcts(ms)
 
 
 def compare(reference, other, batches=BATCHES) -> dict:
