@@ -120,7 +120,11 @@ def section_text(result: dict, images: list[Path], results_path: Path, format_ta
         "still; `loudness_regressor` is a linear map from causal log-RMS features (same lookahead as the "
         f"shipped model, {info.get('loudness_regressor', {}).get('lookahead_ms', 'n/a')} ms) to jaw and lip "
         "displacement, fitted on the train split only."), "",
-        format_table(result["models"]), "", "By source (mouth LD % / mouth LVD % / lip-gap r):", ""]
+        format_table(result["models"]), ""]
+    if result.get("reference"):
+        ref = result["reference"]
+        lines += [f"Reference, not a model ({ref['note']}):", "", format_table(ref["models"]), ""]
+    lines += ["By source (mouth LD % / mouth LVD % / lip-gap r):", ""]
     names = list(result["models"])
     lines.append("| source | clips | " + " | ".join(names) + " |")
     lines.append("| --- | ---: |" + " ---: |" * len(names))

@@ -168,3 +168,31 @@ def test_whole_clip_scoring_equals_live_streaming(test_segments):
     live = np.stack([f.landmarks for f in frames])
     assert live.shape == whole.shape
     np.testing.assert_allclose(live, whole, atol=1e-4)
+
+
+def test_smoothed_truth_oracle_removes_jitter_only():
+    t = np.arange(60, dtype=np.float64)
+    ramp = np.broadcast_to(t[:, None, None], (60, 68, 2)).copy()
+    # a straight-line motion survives the centred average (edges aside); alternating jitter does not
+    assert np.allclose(evaluate.smoothed_truth(ramp)[2:-2], ramp[2:-2])
+    jitter = np.where(t % 2 == 0, 1.0, -1.0)[:, None, None] * np.ones((60, 68, 2))
+    assert np.abs(evaluate.smoothed_truth(jitter)[2:-2]).max() == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="odd number"):
+        evaluate.smoothed_truth(ramp, 4)
+    assert evaluate.ORACLE not in evaluate.ALL_MODELS, "the oracle sees the truth: never a model or baseline"
+
+
+def test_results_section_shows_the_oracle_apart_from_the_models(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    row = {"ld": 0.02, "mouth_ld": 0.03, "lvd": 0.01, "mouth_lvd": 0.012, "lip_gap_corr": 0.6, "lip_gap_lag_ms": 0.0}
+    oracle = {**row, "mouth_ld": 0.0086}
+    result = {"split": "test", "fps": 30, "n_clips": 1, "n_segments": 1, "frames": 90, "dropped_clips": [],
+              "models": {"streaming": row}, "by_source": {"GRID": {"streaming": row}},
+              "reference": {"models": {evaluate.ORACLE: oracle}, "note": "sees the answer"},
+              "clips": {"a": {"source": "GRID"}}, "info": {"skipped": {}}, "targets": []}
+    write_results_section(path, result, [], evaluate.format_table)
+    text = path.read_text()
+    assert "Reference, not a model (sees the answer)" in text
+    assert f"| {evaluate.ORACLE} | 2.00 | 0.86 |" in text
+    by_source = text.split("By source")[1]
+    assert evaluate.ORACLE not in by_source, "the per-source table lists models only"
