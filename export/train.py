@@ -62,6 +62,7 @@ class TrainConfig:
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
+    mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
     eval_every: int = 100
     max_minutes: float = 55.0  # > 0: stop (and keep the best checkpoint) after this much wall time
 
@@ -150,6 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed-perturb", dest="speed_perturb", type=_speed_list,
                         help="comma-separated speed factors, e.g. 0.9,1.1: the pack's train segments are also used "
                              "played at these speeds, face tracks resampled to match (export/data/perturb.py)")
+    parser.add_argument("--mirror", action="store_true", default=None,
+                        help="the pack's train segments are also used mirrored left-right, the sound kept "
+                             "(export/data/mirror.py)")
     parser.add_argument("--lookahead-ms", type=float, dest="lookahead_ms")
     parser.add_argument("--window-hops", type=int, dest="window_hops")
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
-                                          "sync_from", "closure_weight", "speed_perturb")}
+                                          "sync_from", "closure_weight", "speed_perturb", "mirror")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -367,6 +371,10 @@ def load_pools(cfg: TrainConfig):
         from export.data.perturb import speed_perturbed
 
         train_segs = train_segs + [speed_perturbed(s, f) for f in cfg.speed_perturb for s in train_segs]
+    if cfg.mirror:
+        from export.data.mirror import mirrored
+
+        train_segs = train_segs + [mirrored(s) for s in train_segs]
     pools = {"pack": make_items(train_segs, cfg.dims, desc="pack train")}
     if cfg.synth_root:
         if not (Path(cfg.synth_root) / "manifest.json").is_file():
