@@ -71,6 +71,7 @@ class EngineConfig:
     port: int = DEFAULT_PORT
     workers: int = 1
     max_streams: int = 256
+    max_load: float = 0.0  # share of one core past which new streams get 1013 (engine/admission.py); 0 = off
     max_message_bytes: int = 1 << 20
     max_queue: int = 32
     ping_interval_s: float = 20.0
@@ -99,6 +100,8 @@ class EngineConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_streams < 1:
             raise ValueError(f"max_streams must be >= 1, got {self.max_streams}")
+        if not 0.0 <= self.max_load <= 1.0:
+            raise ValueError(f"max_load must be a share of one core in [0, 1] (0 = off), got {self.max_load}")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
         if self.outbox_frames < 1:

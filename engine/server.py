@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from engine import eventloop
 from engine import protocol as P
+from engine.admission import SAMPLE_S, LoadMeter
 from engine.config import DEFAULT_HOST, DEFAULT_PORT, EngineConfig
 from engine.connection import DRAIN_TIMEOUT_S, Connection, StreamConnection
 from engine.controls import CONTROL_NAMES
@@ -55,6 +56,8 @@ class LandmarkServer:
         self.mic = None
         self.mic_stream: Stream | None = None
         self._ws_server = None
+        self._load_task: asyncio.Task | None = None
+        self.load = LoadMeter(config.max_load)
         self._started_t = time.time()
         self.port = config.port
 
@@ -87,6 +90,7 @@ class LandmarkServer:
         gc.freeze()
         self.batcher = Batcher(self.session, self.config)
         self.batcher.start()
+        self._load_task = asyncio.get_running_loop().create_task(self._sample_load(), name="kfusion-load")
         if self.config.mic:
             await self._start_mic()
         self._ws_server = await serve(
@@ -100,7 +104,14 @@ class LandmarkServer:
         log.info("serving ws://%s:%d%s and http://%s:%d/ (ready in %.2f s)", self.config.host, self.port, WS_PATH,
                  self.config.host, self.port, time.perf_counter() - t0)
 
+    async def _sample_load(self) -> None:
+        while True:  # on the event loop: the meter reads this thread's CPU time
+            self.load.sample(self.streams)
+            await asyncio.sleep(SAMPLE_S)
+
     async def stop(self) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)  # 1001 going away
             await self._ws_server.wait_closed()
@@ -124,7 +135,9 @@ class LandmarkServer:
         meta = self.session.meta
         return {"status": "ok", "pid": os.getpid(), "streams": self.streams, "subscribers": len(self.subscribers),
                 "model": meta.model_version, "fps": self.config.fps, "lookahead_ms": meta.lookahead_ms,
-                "protocol": P.PROTOCOL_VERSION, "uptime_s": round(time.time() - self._started_t, 3)}
+                "protocol": P.PROTOCOL_VERSION, "uptime_s": round(time.time() - self._started_t, 3),
+                "loop_cpu_share": None if (share := self.load.cpu_share()) is None else round(share, 3),
+                "max_load": self.config.max_load}
 
     def _http(self, connection, request):
         from websockets.datastructures import Headers
@@ -151,6 +164,11 @@ class LandmarkServer:
         cfg = self.config
         if len(self.connections) >= cfg.max_streams:
             await ws.close(P.CLOSE_TRY_AGAIN, f"server full ({cfg.max_streams} connections), try again later")
+            return
+        busy = self.load.refusal(len(self.connections))
+        if busy:
+            log.info("refusing a stream: %s", busy)
+            await ws.close(P.CLOSE_TRY_AGAIN, busy)
             return
         origin = ws.request.headers.get("Origin")
         if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
@@ -366,6 +384,9 @@ def add_config_arguments(p) -> None:
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-streams", type=int, default=256, help="connections beyond this are closed with 1013")
+    p.add_argument("--max-load", type=float, default=0.0,
+                   help="refuse new streams with 1013 when this worker's event loop would pass this share of one "
+                        "core (0..1, e.g. 0.85; 0 = off); see docs/scaling.md")
     p.add_argument("--outbox-frames", type=int, default=64, help="frames buffered per slow client")
     p.add_argument("--token", help="shared secret clients must send in start/subscribe")
     p.add_argument("--allow-origin", action="append", default=[], help="allowed browser Origin (repeat)")
@@ -378,7 +399,7 @@ def config_from_args(args, **overrides) -> EngineConfig:
               "controls": args.controls, "lip_seal_pct": args.lip_seal_pct, "batch_wait_ms": args.batch_wait_ms,
               "event_loop": args.event_loop,
               "host": args.host, "port": args.port,
-              "max_streams": args.max_streams, "outbox_frames": args.outbox_frames, "token": args.token,
+              "max_streams": args.max_streams, "max_load": args.max_load, "outbox_frames": args.outbox_frames, "token": args.token,
               "allowed_origins": tuple(args.allow_origin), "mic": args.mic, "mic_device": args.mic_device}
     kw.update(overrides)
     return EngineConfig(**kw)
