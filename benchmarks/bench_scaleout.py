@@ -44,11 +44,12 @@ def _cpu_s(pids) -> float:
 class ServerProcess:
     """`kfusion serve --workers N` in a subprocess, ready once N distinct worker pids answer /healthz."""
 
-    def __init__(self, workers: int, port: int, max_streams: int, log_path: Path, providers: str = "cpu") -> None:
+    def __init__(self, workers: int, port: int, max_streams: int, log_path: Path, providers: str = "cpu",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.workers, self.port, self.log_path = workers, port, log_path
         env = dict(os.environ, OMP_NUM_THREADS="1")
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--workers", str(workers), "--port", str(port),
-               "--max-streams", str(max_streams), "--providers", providers]
+               "--max-streams", str(max_streams), "--providers", providers, *extra_args]
         with open(log_path, "w") as fh:  # a file, not a pipe: a full pipe would block the server's logging
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh)
         self.pids: set[int] = set()

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "articulation": "lips close on p/b/m and open on open vowels, unseen voices and sentences",
     "coldstart": "process start to first landmark frame",
     "scaleout": "live streams within target with `serve --workers 2` vs one process",
+    "admission": "streams that keep arriving, `serve --max-load` vs no limit: who is admitted and on time",
     "providers": "ONNX Runtime's CUDA provider vs its CPU provider: parity and cost per call (needs a GPU)",
 }
 

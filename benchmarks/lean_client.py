@@ -17,6 +17,7 @@ import gc
 import time
 
 import numpy as np
+from websockets.protocol import State
 
 from engine import protocol as P
 
@@ -55,7 +56,8 @@ class LeanStream(asyncio.Protocol):
                 if self.proto.handshake_exc is not None:
                     self._finish(f"handshake failed: {self.proto.handshake_exc}")
                     return
-                self.proto.send_text(P.encode_message(P.Start(sample_rate=self.sample_rate)).encode())
+                if self.proto.state is State.OPEN:  # not when the server's close came in the same read (1013)
+                    self.proto.send_text(P.encode_message(P.Start(sample_rate=self.sample_rate)).encode())
             elif ev.opcode.name == "BINARY":
                 self._frame(ev.data, now)
             elif ev.opcode.name == "TEXT":
@@ -178,4 +180,51 @@ def client_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: i
     go.wait()
     cpu0 = time.process_time()
     out = eventloop.run(run_streams(url, clips, sr, chunk_ms / 1000.0, offsets))
+    out_q.put({"streams": out, "cpu_s": time.process_time() - cpu0})
+
+
+async def run_arrivals(url: str, clips: list[list[bytes]], sample_rate: int, pace_s: float, per_wave: int,
+                       gap_s: float) -> list[dict]:
+    """Streams that arrive over time: `per_wave` new connections every gap_s seconds (len(clips) in all), each
+    starting its audio as soon as it is ready. Returns their result dicts, each with `admitted` (got `ready`);
+    a refused one holds the server's close code in `close`."""
+    from websockets.uri import parse_uri
+
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+
+    async def one(k: int) -> dict:
+        ready, done = loop.create_future(), loop.create_future()
+        try:
+            _, stream = await asyncio.wait_for(loop.create_connection(
+                lambda: LeanStream(url, clips[k], sample_rate, pace_s, ready, done), uri.host, uri.port),
+                HANDSHAKE_TIMEOUT_S)
+            admitted = await asyncio.wait_for(ready, HANDSHAKE_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}", "admitted": False, "close": None}
+        if admitted:
+            stream.begin(time.perf_counter())
+        res = await done
+        return {**res, "admitted": bool(admitted)}
+
+    tasks = []
+    for first in range(0, len(clips), per_wave):
+        tasks += [asyncio.ensure_future(one(k)) for k in range(first, min(first + per_wave, len(clips)))]
+        await asyncio.sleep(gap_s)
+    return list(await asyncio.gather(*tasks))
+
+
+def arrivals_proc(url: str, n_streams: int, seconds: float, chunk_ms: int, seed: int, out_q, ready, go,
+                  per_wave: int = 2, gap_s: float = 1.0) -> None:
+    """One client process of `kfusion bench admission`: n_streams arriving per_wave every gap_s seconds."""
+    from benchmarks.bench_latency import prepare_clips
+    from engine import eventloop
+
+    clips, sr, _ = prepare_clips(n_streams, seconds, chunk_ms, seed)
+    gc.collect()
+    gc.freeze()
+    ready.release()
+    go.wait()
+    cpu0 = time.process_time()
+    out = eventloop.run(run_arrivals(url, clips, sr, chunk_ms / 1000.0, per_wave, gap_s))
     out_q.put({"streams": out, "cpu_s": time.process_time() - cpu0})

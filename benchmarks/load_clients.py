@@ -41,12 +41,18 @@ def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT
         from benchmarks.lean_client import client_proc as _client_proc
     else:
         from benchmarks.bench_latency import _client_proc
+    return run_procs(_client_proc, url, split_streams(n_streams, n_procs), seconds, chunk_ms, seed, on_go)
 
+
+def run_procs(target, url: str, per_proc: list[int], seconds: float, chunk_ms: int, seed: int, on_go=None,
+              **kwargs) -> tuple[list[dict], float]:
+    """Blocking: spawn one process per entry of per_proc, each running target(url, n_streams, seconds, chunk_ms,
+    seed, out_q, ready, go, **kwargs); start them together once all are ready; return (their stream dicts,
+    their CPU s)."""
     ctx = mp.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
-    per = split_streams(n_streams, n_procs)
-    procs = [ctx.Process(target=_client_proc, args=(url, k, seconds, chunk_ms, seed * 1000 + i, q, ready, go),
-                         daemon=True) for i, k in enumerate(per)]
+    procs = [ctx.Process(target=target, args=(url, k, seconds, chunk_ms, seed * 1000 + i, q, ready, go),
+                         kwargs=kwargs, daemon=True) for i, k in enumerate(per_proc)]
     for p in procs:
         p.start()
     results: list[dict] = []

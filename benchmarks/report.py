@@ -77,6 +77,7 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "soak-run6": SOAK_RUN.format("soak-run6.json") + ", run a sixth time with ONNX Runtime's CPU memory arena off",
           "soak-run7": SOAK_RUN.format("soak-run7.json") + ", run a seventh time, recording memory minute by minute",
           "soak-run8": SOAK_RUN.format("soak-run8.json") + ", run an eighth time with the lip seal on",
+          "admission-run1": "`kfusion bench admission` (run 1 of 2, minutes before `admission.json`, same code)",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",
           "capacity-run3": ("`kfusion bench capacity --start 64`, run a third time on a slow stretch of the host "
                             "(speed probe 45-106 us per row against 45-113 in run 2),"),
@@ -133,7 +134,10 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                             "export, probing 128,"),
           "scaleout-run4": ("`kfusion bench scaleout --streams 64,80,96`, straight after run 3 on a fast stretch "
                             "of the host,"),
-          "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),"}
+          "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),",
+          "scaleout-run8": "`kfusion bench scaleout --streams 96,128` (2026-11-26, straight after capacity-at96-run3),",
+          "capacity-at128-run2": "`kfusion bench capacity --at 128 --repeats 3` (2026-11-26, a fresh session),",
+          "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
@@ -298,7 +302,28 @@ def _providers(name: str, d: dict, path: Path) -> list[str]:
     return lines
 
 
-RENDERERS = {"latency": _latency, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
+def admission_table(d: dict) -> list[str]:
+    """`kfusion bench admission`: one row per server, what was admitted and how the admitted streams fared."""
+    lines = [("| server | offered | admitted | refused (1013) | admitted: server p50 / p99 / max ms | late frames "
+             "| lost frames | within target | server CPU, mean share of a core over the run |"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for side in ("limited", "unlimited"):
+        r = d[side]
+        srv = _p50_p99_max(r["server_ms"]) if r.get("server_ms") else "n/a"
+        lines.append(f"| `--max-load {_fmt(r['max_load'])}` | {r['offered']} | {r['admitted']} | {r['refused_1013']} | "
+                     f"{srv} | {_fmt(r.get('late'))} of {_fmt(r.get('frames'))} | {_fmt(r.get('lost'))} | "
+                     f"{_fmt(r['admitted_within_target'])} | {_fmt(r['server_cpu_share'])} |")
+    return lines
+
+
+def _admission(name: str, d: dict, path: Path) -> list[str]:
+    lines = _head(name, d, path)
+    lines += ["", ("Peer: the same arrivals on a server with no limit, in the same run. Ratio of the admitted streams' "
+              f"server p99, limited / unlimited: **{_fmt(d['ratio_server_p99_limited_vs_unlimited'])}**."), ""]
+    return lines + admission_table(d)
+
+
+RENDERERS = {"latency": _latency, "admission": _admission, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
              "articulation": _articulation, "capacity-at": _capacity_repeat}
 
 

@@ -110,3 +110,20 @@ def test_bench_coldstart_small(tmp_path):
         _sane(res["serve_healthz_s"], 120.0)
     _sane(res["python_bare_s"], 120.0)
     assert res["serve_parser_imports_torch"] is False  # torch would add seconds to every server start
+
+
+def test_bench_admission_small(tmp_path):
+    from tests.realdevices import free_port
+
+    port = free_port()
+    res = _bench(tmp_path, "admission", "--streams", "4", "--per-wave", "2", "--gap-s", "0.3", "--seconds", "1.5",
+                 "--client-procs", "1", "--max-load", "1.0", "--port", str(port), "--log-dir", str(tmp_path))
+    for side, limit in (("limited", 1.0), ("unlimited", 0.0)):
+        d = res[side]
+        assert d["max_load"] == limit and d["offered"] == 4
+        assert d["admitted"] + d["refused_1013"] + len(d["refused_other"]) == 4
+        assert d["admitted_within_target"] == (not d["why"])
+    # four light streams pass any limit: all admitted, every frame there
+    assert res["unlimited"]["admitted"] == 4 and res["limited"]["admitted"] == 4
+    assert res["limited"]["lost"] == 0 and res["limited"]["frames"] == res["limited"]["frames_expected"]
+    assert res["settings"]["max_load"] == 1.0 and res["ratio_server_p99_limited_vs_unlimited"] > 0
