@@ -20,6 +20,8 @@ from engine import protocol as P
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 DEFAULT_CHUNK_MS = 20
+MAX_RETRIES = 10
+RETRY_FIRST_WAIT_S = 1.0  # waits double: 1, 2, 4 ... s
 REPORT_INTERVAL_S = 1.0
 
 
@@ -36,7 +38,13 @@ class StreamResult:
     end: P.End | None = None
     error: str | None = None
     close_code: int | None = None
+    close_reason: str = ""
     chunks_sent: int = 0
+
+    @property
+    def refused_busy(self) -> bool:
+        """The server turned the stream away before `ready` with 1013 (full or busy): try again later."""
+        return self.ready is None and self.close_code == P.CLOSE_TRY_AGAIN
 
     def __repr__(self) -> str:  # short: asyncio reprs finished tasks at shutdown, arrays make that slow
         return f"StreamResult({len(self.index)} frames, error={self.error!r})"
@@ -69,10 +77,14 @@ async def stream_audio(url: str, blocks, sample_rate: int, *, fmt: str = "pcm16"
     res = StreamResult()
     send_t: list[float] = []  # perf_counter of each chunk's send
     async with connect(url, compression=None, max_size=2**20, open_timeout=open_timeout_s) as ws:
-        await ws.send(P.encode_message(P.Start(sample_rate=sample_rate, format=fmt, fps=fps, output=output,
-                                               token=token)))
 
         async def receive() -> None:
+            try:
+                await receive_all()
+            except ConnectionClosed:
+                pass  # the close code and reason say why (kept below)
+
+        async def receive_all() -> None:
             async for msg in ws:
                 now = time.perf_counter()
                 if isinstance(msg, bytes):
@@ -102,6 +114,8 @@ async def stream_audio(url: str, blocks, sample_rate: int, *, fmt: str = "pcm16"
 
         rx = asyncio.create_task(receive())
         try:
+            await ws.send(P.encode_message(P.Start(sample_rate=sample_rate, format=fmt, fps=fps, output=output,
+                                                   token=token)))
             t0 = time.perf_counter()
             if hasattr(blocks, "__aiter__"):
                 async for block in blocks:
@@ -123,7 +137,9 @@ async def stream_audio(url: str, blocks, sample_rate: int, *, fmt: str = "pcm16"
         finally:
             if not rx.done():
                 await asyncio.wait_for(rx, 5.0)
-        res.close_code = ws.close_code
+        res.close_code, res.close_reason = ws.close_code, ws.close_reason or ""
+    if res.error is None and res.close_code not in (P.CLOSE_NORMAL, None):  # closed without an error message
+        res.error = f"the server closed the stream ({res.close_code}: {res.close_reason or 'no reason given'})"
     return res
 
 
@@ -192,6 +208,8 @@ def add_arguments(p) -> None:
     p.add_argument("--token")
     p.add_argument("--seconds", type=float, help="stop after this long (mic)")
     p.add_argument("--no-pace", action="store_true", help="send the file as fast as possible")
+    p.add_argument("--retries", type=int, default=3,
+                   help="when the server is full or busy (1013), try again this many times, waiting 1, 2, 4 ... s")
 
 
 def run(args) -> int:
@@ -208,24 +226,35 @@ def run(args) -> int:
 def _run(args) -> int:
     if not 5 <= args.chunk_ms <= 1000:
         raise ValueError(f"--chunk-ms must be in [5, 1000], got {args.chunk_ms}")
+    if not 0 <= args.retries <= MAX_RETRIES:
+        raise ValueError(f"--retries must be in [0, {MAX_RETRIES}], got {args.retries}")
     output = "json" if args.json else "binary"
     if args.mic:
         from engine.mic import MicSource
 
         probe = MicSource(args.mic_device, block_ms=args.chunk_ms)  # resolves the device and its rate
-        coro = stream_audio(args.url, mic_blocks(args.mic_device, args.chunk_ms, args.seconds),
-                            probe.sample_rate_hz, fmt="f32", fps=args.fps, output=output, token=args.token,
-                            on_frame=LiveReport())
+
+        def attempt():  # a fresh microphone generator for every try
+            return stream_audio(args.url, mic_blocks(args.mic_device, args.chunk_ms, args.seconds),
+                                probe.sample_rate_hz, fmt="f32", fps=args.fps, output=output, token=args.token,
+                                on_frame=LiveReport())
     else:
         from engine.infer import load_audio
 
         audio, sr = load_audio(args.file)
         mono = audio.mean(axis=1).astype(np.float32)
-        chunk = max(1, sr * args.chunk_ms // 1000)
-        coro = stream_audio(args.url, list(_chunks(mono, chunk)), sr, fmt="pcm16", fps=args.fps, output=output,
-                            token=args.token, pace_s=None if args.no_pace else args.chunk_ms / 1000.0,
-                            on_frame=LiveReport())
-    res = eventloop.run(coro)  # uvloop when installed
+        chunks = list(_chunks(mono, max(1, sr * args.chunk_ms // 1000)))
+
+        def attempt():
+            return stream_audio(args.url, chunks, sr, fmt="pcm16", fps=args.fps, output=output, token=args.token,
+                                pace_s=None if args.no_pace else args.chunk_ms / 1000.0, on_frame=LiveReport())
+    for k in range(args.retries + 1):
+        res = eventloop.run(attempt())  # uvloop when installed
+        if not res.refused_busy or k == args.retries:
+            break
+        wait_s = RETRY_FIRST_WAIT_S * 2 ** k
+        print(f"server full or busy ({res.close_reason}); trying again in {wait_s:g} s", file=sys.stderr)
+        time.sleep(wait_s)
     print(file=sys.stderr)
     print(res.summary())
     if res.error:

@@ -163,16 +163,16 @@ class LandmarkServer:
     async def _handle(self, ws) -> None:
         cfg = self.config
         if len(self.connections) >= cfg.max_streams:
-            await ws.close(P.CLOSE_TRY_AGAIN, f"server full ({cfg.max_streams} connections), try again later")
+            await _turn_away(ws, P.CLOSE_TRY_AGAIN, f"server full ({cfg.max_streams} connections), try again later")
             return
         busy = self.load.refusal(len(self.connections))
         if busy:
             log.info("refusing a stream: %s", busy)
-            await ws.close(P.CLOSE_TRY_AGAIN, busy)
+            await _turn_away(ws, P.CLOSE_TRY_AGAIN, busy)
             return
         origin = ws.request.headers.get("Origin")
         if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
-            await ws.close(P.CLOSE_POLICY, f"origin {origin[:60]} not allowed")
+            await _turn_away(ws, P.CLOSE_POLICY, f"origin {origin[:60]} not allowed")
             return
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:
@@ -249,7 +249,7 @@ class LandmarkServer:
 
         def fail(err: P.ProtocolError) -> None:
             failure.append(err)
-            ws.audio_sink = None
+            ws.audio_sink = _discard  # audio after the failure is dropped as it comes, never queued (see _turn_away)
             asyncio.get_running_loop().create_task(self._refuse(ws, err))
 
         def on_error(exc: Exception) -> None:  # the batcher could not run this stream's steps
@@ -367,6 +367,18 @@ class LandmarkServer:
             asyncio.get_running_loop().create_task(
                 self._refuse(conn.ws, P.ProtocolError(P.CLOSE_INTERNAL, f"server microphone failed: {exc}")))
         self.mic_stream = None
+
+
+def _discard(data: bytes) -> None:
+    """The audio sink of a connection being closed: its audio is dropped as it comes."""
+
+
+async def _turn_away(ws, code: int, reason: str) -> None:
+    """Close a connection we will not serve. Audio it already sent is dropped as it comes: queued, a client
+    that sent audio straight after `start` would fill websockets' receive queue, which stops the reading,
+    so its close reply would sit unread behind the audio and the close would wait out its 10 s timeout."""
+    ws.audio_sink = _discard
+    await ws.close(code, reason)
 
 
 # --- CLI ------------------------------------------------------------------------------------------------

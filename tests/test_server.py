@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Self
@@ -382,3 +383,32 @@ def test_stream_client_cli_saves_every_frame(server, speech_wav, tmp_path, capsy
         assert z["landmarks"].shape == (T, 68, 2) and z["landmarks"].dtype == np.float32
         assert int(z["fps"]) == 30 and z["index"].tolist() == list(range(T))
         assert len(z["e2e_ms"]) == T and (z["e2e_ms"] >= 0).all() and (z["server_ms"] >= 0).all()
+
+
+async def test_stream_client_retries_a_full_server_and_reports_a_refusal(speech_wav, capsys):
+    """`kfusion stream` told 1013 (full) waits and tries again; still refused, it exits 1 naming the close."""
+    from engine.cli import main
+
+    cfg = EngineConfig(port=_free_port(), max_streams=1, providers="cpu")
+    argv = ["stream", "--file", str(speech_wav), "--no-pace"]
+    start = P.encode_message(P.Start(sample_rate=16000))
+    with ServerThread(cfg) as srv:
+        async with connect(srv.url, compression=None) as occupant:  # the one slot, held open
+            await occupant.send(start)
+            assert isinstance(P.parse_server_message(await occupant.recv()), P.Ready)
+            t0 = time.perf_counter()
+            assert await asyncio.to_thread(main, [*argv, "--url", srv.url, "--retries", "1"]) == 1
+            assert time.perf_counter() - t0 < 8.0, "two refusals and a 1 s wait; a refusal waited out a timeout"
+            err = capsys.readouterr().err
+            assert err.count("server full or busy (server full (1 connections)") == 1, err
+            assert "the server closed the stream (1013: server full" in err
+            # the slot frees up while the client waits to try again: the retry streams every frame
+            t0 = time.perf_counter()
+            retry = asyncio.create_task(asyncio.to_thread(main, [*argv, "--url", srv.url, "--retries", "3"]))
+            await asyncio.sleep(0.3)
+        assert await retry == 0
+        # one refusal, a 1 s wait, one stream: a refusal used to wait out websockets' 10 s close timeout when the
+        # client had sent its audio straight after `start` (queued, it stopped the server's reading)
+        assert time.perf_counter() - t0 < 8.0, "a refused client was held until the close timed out"
+        out, err = capsys.readouterr()
+        assert "trying again in 1 s" in err and "dropped 0" in out and "server error" not in err
