@@ -15,7 +15,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("engine.server", "run the websocket landmark server"),
+    "serve": ("engine.serve_cli", "run the websocket landmark server"),
     "stream": ("clients.stream_client", "stream a microphone or a file to a server and show live stats"),
     "demo": ("engine.demo", "start the server on the default model and stream speech to it"),
     "kernels": ("engine.kernel_build", "build the feature kernel ahead of time, so new processes start fast"),

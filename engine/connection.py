@@ -57,6 +57,19 @@ class StreamConnection(ServerConnection):
         self.send_data()
 
 
+def discard_audio(data: bytes) -> None:
+    """The audio sink of a connection being closed: its audio is dropped as it comes."""
+
+
+async def turn_away(ws: StreamConnection, code: int, reason: str) -> None:
+    """Close a connection the server will not serve. Audio it already sent is dropped as it comes: queued, a
+    client that sent audio straight after `start` would fill websockets' receive queue, which stops the
+    reading, so its close reply would sit unread behind the audio and the close would wait out its 10 s
+    timeout."""
+    ws.audio_sink = discard_audio
+    await ws.close(code, reason)
+
+
 class Connection:
     """One websocket's outbox: bounded, oldest frames dropped (and counted) for a slow consumer."""
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from engine import eventloop
 from engine import protocol as P
-from engine.server import LandmarkServer, add_config_arguments, config_from_args
+from engine.serve_cli import add_config_arguments, config_from_args
+from engine.server import LandmarkServer
 
 log = logging.getLogger("kfusion.demo")
 
