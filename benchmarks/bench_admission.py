@@ -48,7 +48,7 @@ def _side(max_load: float, args, port: int, lookahead_ms: float) -> dict:
         per_proc = split_streams(args.streams, args.client_procs)
         results, client_cpu = run_procs(arrivals_proc, f"ws://127.0.0.1:{port}/ws", per_proc, args.seconds,
                                         CHUNK_MS, 0, on_go=lambda: mark.extend((time.perf_counter(), server.cpu_s())),
-                                        per_wave=max(1, args.per_wave // len(per_proc)), gap_s=args.gap_s)
+                                        per_wave=args.per_wave // args.client_procs, gap_s=args.gap_s)
         wall, cpu = time.perf_counter() - mark[0], server.cpu_s() - mark[1]
     finally:
         server.stop()
@@ -69,6 +69,9 @@ def run(args) -> int:
     if not 0 < args.max_load <= 1 or args.streams < 1 or args.per_wave < 1 or args.gap_s <= 0 or args.seconds <= 0:
         raise ValueError(f"expected --max-load in (0, 1], --streams and --per-wave >= 1, --gap-s and --seconds > 0; "
                          f"got {args.max_load}, {args.streams}, {args.per_wave}, {args.gap_s}, {args.seconds}")
+    if args.client_procs < 1 or args.per_wave % args.client_procs:
+        raise ValueError(f"--per-wave must be a multiple of --client-procs (each process opens its share of every "
+                         f"wave), got {args.per_wave} and {args.client_procs}")
     meta = ModelSession(None, "cpu").meta
     load1 = os.getloadavg()[0]
     sides = {}

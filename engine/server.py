@@ -110,6 +110,7 @@ class LandmarkServer:
     async def stop(self) -> None:
         if self._load_task is not None:
             self._load_task.cancel()
+            await asyncio.gather(self._load_task, return_exceptions=True)
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)  # 1001 going away
             await self._ws_server.wait_closed()
