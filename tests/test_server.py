@@ -229,6 +229,8 @@ def test_healthz_and_static_files(server):
         assert r.status == 200 and r.headers["Content-Type"] == "application/json"
         h = json.loads(r.read())
     assert h["status"] == "ok" and h["protocol"] == 1 and h["fps"] == 30
+    assert h["max_load"] == 0.0, "admission by load is off unless asked for"
+    assert h["loop_cpu_share"] is None or 0.0 <= h["loop_cpu_share"] <= 1.5  # None in the first second
     from importlib import resources
 
     page = resources.files("clients") / "web" / "index.html"
