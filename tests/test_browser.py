@@ -151,3 +151,26 @@ def test_page_shows_the_server_microphone(tmp_path, speech_16k):
     assert len(track) >= 90 and np.all(np.diff(track[:, 0]) > 0)
     r, _ = best_lag_correlation(track[-90:, 1], ref)
     assert r > MIN_TRACK_CORRELATION, f"the page's mouth does not follow the server mic: r = {r:.3f}"
+
+
+def test_page_waits_for_a_full_server_then_streams(tmp_path, fake_mic):
+    """Told 1013 (server full) before `ready`, the page says so, waits and tries again, and streams once the
+    one slot frees; the stream that held the slot was never disturbed."""
+    from websockets.sync.client import connect
+
+    from engine import protocol as P
+
+    with KfusionServer(tmp_path / "server", "--providers", "cpu", "--max-streams", "1") as srv, \
+            Chromium(tmp_path / "chromium", fake_mic[0]) as chrome:
+        occupant = connect(srv.url.replace("http://", "ws://") + "/ws", compression=None)
+        occupant.send(P.encode_message(P.Start(sample_rate=16_000)))
+        assert isinstance(P.parse_server_message(occupant.recv(timeout=10)), P.Ready)
+        chrome.navigate(f"{srv.url}/?autostart=1")
+        wait_for(lambda: chrome.evaluate("window.kfusion.stats()")["phase"] == "waiting", 20,
+                 "the page to wait for a free slot")
+        status = chrome.evaluate("document.getElementById('status').textContent")
+        assert "server full" in status and "trying again in" in status, status
+        occupant.close()
+        st = wait_for(lambda: (s := chrome.evaluate("window.kfusion.stats()"))["frames"] >= 30 and s, 30,
+                      "frames once the slot is free")
+        assert st["error"] is None and st["ready"]["source"] == "client"

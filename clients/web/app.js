@@ -12,12 +12,16 @@ const N_POINTS = 68;
 const LATENCY_WINDOW = 300; // frames in the rolling latency percentiles
 const SPARK_SECONDS = 5;
 const TRACK_MAX_FRAMES = 9000; // per-frame inner-lip gaps kept for kfusion.track() (5 min at 30 fps)
+const RETRY_WAITS_S = [1, 2, 4]; // a server that is full or busy (close 1013 before ready): try again after these
+const CLOSE_TRY_AGAIN = 1013;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
 const S = {
-  phase: 'idle', // idle | starting | live | ending | closed | error
+  phase: 'idle', // idle | starting | waiting (to try a full server again) | live | ending | closed | error
+  retries: 0, // automatic tries since the user pressed start
+  retryTimer: null,
   error: null,
   ws: null,
   ready: null,
@@ -202,6 +206,17 @@ function openSocket(first) {
       }
     };
     ws.onclose = (e) => {
+      if (e.code === CLOSE_TRY_AGAIN && S.phase === 'starting' && !S.ready && S.retries < RETRY_WAITS_S.length) {
+        const wait = RETRY_WAITS_S[S.retries];
+        S.retries += 1;
+        S.phase = 'waiting';
+        setStatus(`server full or busy (${e.reason || 'try again later'}); trying again in ${wait} s`, '');
+        teardown();
+        $('startBtn').disabled = true; // stop cancels the wait
+        $('stopBtn').disabled = false;
+        S.retryTimer = setTimeout(() => start(true), wait * 1000);
+        return;
+      }
       if (S.phase === 'live' || S.phase === 'starting') {
         if (e.code === 1000) setStatus('closed by the server', '');
         else fail(`connection closed (${e.code}${e.reason ? `: ${e.reason}` : ''})`);
@@ -212,8 +227,10 @@ function openSocket(first) {
   });
 }
 
-async function start() {
+async function start(retry = false) {
   if (S.phase === 'starting' || S.phase === 'live') return;
+  clearTimeout(S.retryTimer);
+  if (retry !== true) S.retries = 0; // a click (an Event) or kfusion.start() starts the count again
   Object.assign(S, {
     phase: 'starting', error: null, ready: null, seq: 0, frames: 0, lastIndex: -1, droppedBeforeReady: 0,
     endInfo: null, landmarks: null,
@@ -246,6 +263,7 @@ async function start() {
 
 function stop() {
   const ws = S.ws;
+  clearTimeout(S.retryTimer);
   if (ws && ws.readyState === WebSocket.OPEN && S.phase === 'live' && $('source').value === 'browser') {
     S.phase = 'ending';
     setStatus('finishing…', '');
