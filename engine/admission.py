@@ -62,8 +62,10 @@ class LoadMeter:
 
         The cost of one stream is the window's CPU share over the streams it carried on average; a new one
         is refused when that cost times (connections + 1) passes max_load."""
+        if not self.max_load:
+            return None
         share, carried = self.cpu_share(), self.mean_streams()
-        if not self.max_load or share is None or carried < self.min_streams:
+        if share is None or carried < self.min_streams:
             return None
         projected = share / carried * (connections + 1)
         if projected <= self.max_load:

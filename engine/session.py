@@ -167,7 +167,8 @@ class ModelSession:
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         # ONNX Runtime's CPU arena keeps the largest call's memory for good: one catch-up batch of 256 rows
         # left the process 9-10 MiB larger. Without the arena the same burst left about 2 MiB, at the same
-        # speed (0.99-1.01x the time per call at batch 1-64).
+        # speed (0.99-1.01x the time per call at batch 1-64; for 160-256 rows after smaller calls, where the C heap
+        # can make it 1.5x slower, see "Tried and measured" in docs/scaling.md).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
         wanted = _providers(providers)

@@ -4,12 +4,11 @@ that would pass --max-load while the one it carries loses nothing."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 
 import numpy as np
 import pytest
 
+from clients.stream_client import server_health
 from engine import protocol as P
 from engine import timing
 from engine.admission import MIN_WINDOW_S, WINDOW_S, LoadMeter
@@ -21,11 +20,6 @@ def pcm22k(speech_wav):
     import soundfile as sf
 
     return sf.read(speech_wav, dtype="int16")
-
-
-def _health(base: str) -> dict:
-    with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
-        return json.loads(r.read())
 
 
 class FakeClocks:
@@ -93,7 +87,8 @@ async def test_a_busy_server_refuses_the_next_stream_and_the_running_one_loses_n
         # an admitted stream would get `ready` and wait for audio: give it a bounded time to be refused
         code, reason, _ = await asyncio.wait_for(_refused(srv.url, P.encode_message(P.Start(sample_rate=16000))), 10)
         assert code == P.CLOSE_TRY_AGAIN and reason.startswith("server busy") and "0% limit" in reason, reason
-        health = await asyncio.to_thread(_health, srv.http)
+        health = await asyncio.to_thread(server_health, srv.server.port, timeout_s=5.0)
+        assert health is not None, "/healthz did not answer"
         assert health["max_load"] == 0.001 and 0 < health["loop_cpu_share"] <= 1.5
         assert not running.done(), "the refusal came while the first stream was still running"
         frames, end, code = await running
