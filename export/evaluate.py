@@ -36,6 +36,10 @@ LIP_CORR_TARGET = 0.5
 # models, never among them, and never in a target check.
 ORACLE = "oracle_smoothed_truth"
 ORACLE_SMOOTH_FRAMES = 5
+# Not a model either: the clip's still face with its mouth moved by the TRUE inner-lip gap alone, through a
+# per-segment least-squares line from that gap to every mouth coordinate. It is what a model that knew the lip
+# opening exactly (and how this speaker's mouth follows it) would score: the ceiling of any lip-gap predictor.
+ORACLE_GAP = "oracle_true_lip_gap"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -192,6 +196,23 @@ def smoothed_truth(track: np.ndarray, frames: int = ORACLE_SMOOTH_FRAMES) -> np.
     if frames < 1 or frames % 2 == 0:
         raise ValueError(f"frames must be an odd number >= 1, got {frames}")
     return uniform_filter1d(np.asarray(track, np.float64), frames, axis=0, mode="nearest")
+
+
+def true_lip_gap_face(track: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) canonical track -> its mean shape, with the mouth (48-67) a least-squares linear function of
+    the track's own inner-lip gap. Only the gap is taken from the truth; widening, rounding, smiles and any
+    mouth change the gap does not explain stay at the mean."""
+    from engine.face import MOUTH, inner_lip_gap
+    from export.metrics import canonicalise
+
+    t = canonicalise(track, reference)
+    mean = t.mean(axis=0)
+    gap = inner_lip_gap(t) - inner_lip_gap(mean)  # (T,)
+    mouth = (t[:, MOUTH] - mean[MOUTH]).reshape(len(t), -1)  # (T, 40) mouth coordinates about the mean
+    coef = np.linalg.lstsq(gap[:, None], mouth, rcond=None)[0]  # (1, 40) px per px of gap
+    out = np.repeat(mean[None], len(t), axis=0)
+    out[:, MOUTH] += (gap[:, None] @ coef).reshape(len(t), len(MOUTH), 2)
+    return out
 
 
 def merge_segments(parts: list[dict]) -> dict:
@@ -355,12 +376,16 @@ def run(args) -> int:
     summary = summarise(per_clip, sources, fps)
     checks = target_checks(summary["models"], fps)
     summary["paired"] = paired(per_clip) if "streaming" in preds else {}
-    oracle_clips, _ = score(segments, {ORACLE: lambda seg: smoothed_truth(truth_track(seg))}, fps, reference)
+    oracles = {ORACLE: lambda seg: smoothed_truth(truth_track(seg)),
+               ORACLE_GAP: lambda seg: true_lip_gap_face(truth_track(seg), reference)}
+    oracle_clips, _ = score(segments, oracles, fps, reference)
     summary["reference"] = summarise(oracle_clips, sources, fps)
     summary["reference"]["note"] = (
-        f"the truth itself through a centred {ORACLE_SMOOTH_FRAMES}-frame ({1000 * ORACLE_SMOOTH_FRAMES / fps:.0f} ms) "
-        "moving average, an oracle that sees the answer; its distance to the truth is what that average removes, "
-        "mostly the tracker's frame-to-frame jitter, which no model of the audio can predict")
+        f"two oracles that see the answer. `{ORACLE}` is the truth through a centred {ORACLE_SMOOTH_FRAMES}-frame "
+        f"({1000 * ORACLE_SMOOTH_FRAMES / fps:.0f} ms) moving average: its distance to the truth is what that average "
+        f"removes, mostly the tracker's frame-to-frame jitter, which no model of the audio can predict. `{ORACLE_GAP}` "
+        "is the clip's still face with the mouth moved by the true inner-lip gap alone (a per-segment least-squares "
+        "line from the gap to each mouth coordinate): the best any model that gets only the lip opening right can do")
     result = {
         "split": args.split, "fps": fps, "n_clips": len(per_clip), "n_segments": len(segments),
         "frames": int(sum(len(s.canonical) for s in segments)),

@@ -182,6 +182,32 @@ def test_smoothed_truth_oracle_removes_jitter_only():
     assert evaluate.ORACLE not in evaluate.ALL_MODELS, "the oracle sees the truth: never a model or baseline"
 
 
+def test_true_lip_gap_oracle_keeps_the_gap_and_nothing_else(train_segments):
+    from engine.face import inner_lip_gap
+    from export.data.pack import reference_shape
+    from export.metrics import canonicalise, landmark_distance
+
+    ref = reference_shape().astype(np.float64)
+    seg = max(train_segments, key=lambda s: len(s.canonical))  # a real face track
+    truth = canonicalise(evaluate.truth_track(seg), ref)
+    face = evaluate.true_lip_gap_face(evaluate.truth_track(seg), ref)
+    assert face.shape == truth.shape
+    # the lip opening is the truth's, frame by frame; every point outside the mouth holds still
+    np.testing.assert_allclose(inner_lip_gap(face), inner_lip_gap(truth), atol=1e-9)
+    rest = np.setdiff1d(np.arange(68), MOUTH)
+    assert np.ptp(face[:, rest], axis=0).max() == 0.0
+    assert landmark_distance(face, truth, MOUTH) < landmark_distance(still_face(truth.mean(0), len(truth)), truth, MOUTH)
+    # a mouth change that the gap does not explain (a widening, uncorrelated with the opening) stays out
+    t = np.arange(len(truth))
+    widen = np.zeros_like(truth)
+    widen[:, [48, 60], 0] = -np.sin(2 * np.pi * t / 7.3)[:, None]  # corners move apart and together
+    widen[:, [54, 64], 0] = np.sin(2 * np.pi * t / 7.3)[:, None]
+    widened = evaluate.true_lip_gap_face(truth + widen, ref)
+    np.testing.assert_allclose(inner_lip_gap(widened), inner_lip_gap(truth + widen), atol=1e-9)
+    assert np.abs(widened - face).max() < 0.05 * np.abs(widen).max()
+    assert evaluate.ORACLE_GAP not in evaluate.ALL_MODELS, "the oracle sees the truth: never a model or baseline"
+
+
 def test_results_section_shows_the_oracle_apart_from_the_models(tmp_path):
     path = tmp_path / "RESULTS.md"
     row = {"ld": 0.02, "mouth_ld": 0.03, "lvd": 0.01, "mouth_lvd": 0.012, "lip_gap_corr": 0.6, "lip_gap_lag_ms": 0.0}
