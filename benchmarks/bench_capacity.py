@@ -37,7 +37,25 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, client: str) -> dict:
+def parse_cpus(text: str | None, what: str) -> frozenset[int] | None:
+    """'0', '1-7' or '0,2-3' -> CPU numbers this process may use; None or '' -> None (no pinning)."""
+    if not text:
+        return None
+    allowed = os.sched_getaffinity(0)
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"{what}: expected CPU numbers like 0, 1-7 or 0,2-3, got {text!r}") from None
+    if not cpus or not cpus <= allowed:
+        raise ValueError(f"{what}: CPUs {sorted(cpus)} are not all among this process's CPUs {sorted(allowed)}")
+    return frozenset(cpus)
+
+
+async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, client: str,
+                 client_cpus: frozenset[int] | None = None) -> dict:
     """One server (in this process) under n client streams for `seconds`; verdict and figures."""
     from benchmarks.load_clients import failure_reasons, run_clients, summarize
     from engine.server import LandmarkServer
@@ -50,7 +68,8 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, 
     try:
         results, client_cpu = await asyncio.get_running_loop().run_in_executor(
             None, lambda: run_clients(url, n, seconds, n_procs, CHUNK_MS, seed,
-                                      on_go=lambda: mark.extend((time.perf_counter(), _cpu_s())), client=client))
+                                      on_go=lambda: mark.extend((time.perf_counter(), _cpu_s())), client=client,
+                                      cpus=client_cpus))
     finally:
         wall, cpu = (time.perf_counter() - mark[0], _cpu_s() - mark[1]) if mark else (1.0, 0.0)
         calls, rows = server.batcher.calls, server.batcher.rows
@@ -145,7 +164,7 @@ async def _main(args) -> dict:
                 bar.set_postfix_str(f"{label}: {n} streams")
                 probe = speed_probe_us(session)
                 t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n,
-                                 client=args.client)
+                                 client=args.client, client_cpus=args.client_cpu_set)
                 t["speed_probe_us_per_row"] = probe
                 out[label]["trials"][str(n)] = t
                 bar.update(1)
@@ -177,7 +196,8 @@ async def _repeat(args) -> dict:
         for k in range(args.repeats):
             for label, cfg in configs.items():
                 probe = speed_probe_us(session)
-                t = await _trial(session, cfg, args.at, args.seconds, args.client_procs, seed=k, client=args.client)
+                t = await _trial(session, cfg, args.at, args.seconds, args.client_procs, seed=k, client=args.client,
+                                 client_cpus=args.client_cpu_set)
                 t["speed_probe_us_per_row"] = probe
                 out[label]["trials"].append(t)
                 bar.update(1)
@@ -215,6 +235,11 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="the server's event loop (the clients use uvloop when installed)")
+    p.add_argument("--server-cpus", default="",
+                   help="pin the server (this process) to these CPUs, e.g. 0 (default: no pinning)")
+    p.add_argument("--client-cpus", default="",
+                   help="pin the client processes to these CPUs, e.g. 1-7: on a machine with spare cores this "
+                        "measures the server alone on its core, without the clients' competition")
     p.add_argument("--port", type=int, default=8792)
     p.add_argument("--json", help="write the results here")
 
@@ -225,6 +250,8 @@ def run(args) -> int:
                          f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
     if args.at < 0 or args.repeats < 1:
         raise ValueError(f"--at must be >= 0 (0 = search) and --repeats >= 1, got {args.at} and {args.repeats}")
+    server_cpus = parse_cpus(args.server_cpus, "--server-cpus")
+    args.client_cpu_set = parse_cpus(args.client_cpus, "--client-cpus")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("kfusion.server").setLevel(logging.WARNING)
     logging.getLogger("kfusion").setLevel(logging.WARNING)
@@ -234,8 +261,12 @@ def run(args) -> int:
     from benchmarks.machine import cpu_parallel_speedup
 
     speedup = cpu_parallel_speedup(2)  # how much of the second vCPU this shared host gives right now
+    if server_cpus:
+        os.sched_setaffinity(0, server_cpus)  # the clients are spawned from here, then moved to theirs
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-               "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup}
+               "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup,
+               "server_cpus": sorted(server_cpus) if server_cpus else "any",
+               "client_cpus": sorted(args.client_cpu_set) if args.client_cpu_set else "any"}
     if args.at:
         return _report_repeat(args, machine, eventloop.run(_repeat(args), args.event_loop))
     r = eventloop.run(_main(args), args.event_loop)
@@ -266,7 +297,9 @@ def _settings(args, r: dict) -> dict:
             "server_p99_target_ms": SERVER_P99_TARGET_MS, "model": r["model_version"],
             "lookahead_ms": r["lookahead_ms"], "client": args.client,
             "clients": "real websocket streams of real speech, paced in real time, in "
-                       f"{args.client_procs} client processes on the same CPUs as the server"}
+                       f"{args.client_procs} client processes "
+                       + (f"pinned to CPUs {args.client_cpus}, the server to {args.server_cpus or 'any'}"
+                          if args.client_cpus else "on the same CPUs as the server")}
 
 
 def _report_repeat(args, machine: dict, r: dict) -> int:

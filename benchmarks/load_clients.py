@@ -26,7 +26,8 @@ def split_streams(n_streams: int, n_procs: int) -> list[int]:
 
 
 def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT_CLIENT_PROCS,
-                chunk_ms: int = 20, seed: int = 0, on_go=None, client: str = "stream") -> tuple[list[dict], float]:
+                chunk_ms: int = 20, seed: int = 0, on_go=None, client: str = "stream",
+                cpus: frozenset[int] | None = None) -> tuple[list[dict], float]:
     """Blocking: spawn the client processes, start them together, return (one dict per stream, client CPU s).
 
     Each dict holds `frames`, `expected` (end.frames), `dropped`, `close`, `error` and per-frame lists
@@ -34,6 +35,7 @@ def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT
     arrival order. on_go(): called once every process has started and prepared its audio, just before
     the streams begin. client: "stream" (`kfusion stream`'s own client, one asyncio task per stream) or
     "lean" (benchmarks/lean_client.py: websockets' sans-I/O protocol, far less client CPU per stream).
+    cpus: pin the client processes to these CPU numbers (None: wherever this process may run).
     """
     if client not in CLIENTS:
         raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
@@ -41,20 +43,26 @@ def run_clients(url: str, n_streams: int, seconds: float, n_procs: int = DEFAULT
         from benchmarks.lean_client import client_proc as _client_proc
     else:
         from benchmarks.bench_latency import _client_proc
-    return run_procs(_client_proc, url, split_streams(n_streams, n_procs), seconds, chunk_ms, seed, on_go)
+    return run_procs(_client_proc, url, split_streams(n_streams, n_procs), seconds, chunk_ms, seed, on_go, cpus=cpus)
 
 
 def run_procs(target, url: str, per_proc: list[int], seconds: float, chunk_ms: int, seed: int, on_go=None,
-              **kwargs) -> tuple[list[dict], float]:
+              cpus: frozenset[int] | None = None, **kwargs) -> tuple[list[dict], float]:
     """Blocking: spawn one process per entry of per_proc, each running target(url, n_streams, seconds, chunk_ms,
     seed, out_q, ready, go, **kwargs); start them together once all are ready; return (their stream dicts,
-    their CPU s)."""
+    their CPU s). cpus: pin each process to these CPU numbers as soon as it exists (before it loads audio)."""
+    import os
+
     ctx = mp.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
     procs = [ctx.Process(target=target, args=(url, k, seconds, chunk_ms, seed * 1000 + i, q, ready, go),
                          kwargs=kwargs, daemon=True) for i, k in enumerate(per_proc)]
     for p in procs:
         p.start()
+        if cpus:
+            os.sched_setaffinity(p.pid, cpus)
+            if os.sched_getaffinity(p.pid) != cpus:
+                raise ValueError(f"client process {p.pid} could not be pinned to CPUs {sorted(cpus)}")
     results: list[dict] = []
     cpu_s = 0.0
     try:

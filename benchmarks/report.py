@@ -140,7 +140,17 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),",
           "scaleout-run8": "`kfusion bench scaleout --streams 96,128` (2026-11-26, straight after capacity-at96-run3),",
           "capacity-at128-run2": "`kfusion bench capacity --at 128 --repeats 3` (2026-11-26, a fresh session),",
-          "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),"}
+          "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),",
+          "capacity-at128-run3-h200-pinned": (
+              "`kfusion bench capacity --at 128 --repeats 3 --server-cpus 0 --client-cpus 1-7 --client-procs 4`, on "
+              "the lent GPU machine (16 CPU cores; CPU provider): the server process alone on one core, the clients "
+              "on seven others,"),
+          "capacity-at128-run4-h200-2cores": (
+              "`kfusion bench capacity --at 128 --repeats 2 --server-cpus 0-1 --client-cpus 0-1`, straight after on "
+              "the same machine: server and clients sharing two cores, as on the 2-vCPU build machine,"),
+          "capacity-at144-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 144 streams,",
+          "capacity-at160-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 160 streams,",
+          "capacity-at192-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 192 streams,"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:

@@ -81,3 +81,27 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2 and all(line.count("ok" if t["ok"] else "FAIL") for line, t in zip(rows, res["batched"]["trials"]))
     assert main(["bench", "capacity", "--at", "2", "--repeats", "0"]) == 2  # a bad count is refused up front
+
+
+def test_cpu_lists_for_pinning_the_server_and_the_clients():
+    import os
+
+    from benchmarks.bench_capacity import parse_cpus
+
+    mine = sorted(os.sched_getaffinity(0))
+    assert parse_cpus("", "--client-cpus") is None and parse_cpus(None, "--client-cpus") is None
+    assert parse_cpus(str(mine[0]), "--server-cpus") == {mine[0]}
+    assert parse_cpus(f"{mine[0]}-{mine[-1]}", "--client-cpus") == set(range(mine[0], mine[-1] + 1)) & set(mine)
+    with pytest.raises(ValueError, match="--client-cpus: expected CPU numbers like 0, 1-7.*'one'"):
+        parse_cpus("one", "--client-cpus")
+    with pytest.raises(ValueError, match=r"--server-cpus: CPUs \[4096\] are not all among"):
+        parse_cpus("4096", "--server-cpus")
+
+
+def test_pinned_load_clients_get_every_frame():
+    import os
+
+    cpu = max(os.sched_getaffinity(0))
+    with ServerThread(EngineConfig(port=_free_port(), providers="cpu")) as s:
+        results, _ = run_clients(s.url, 2, 1.0, n_procs=1, chunk_ms=CHUNK_MS, client="lean", cpus=frozenset({cpu}))
+    assert [(r["error"], r["frames"] == r["expected"] > 0) for r in results] == [(None, True)] * 2
