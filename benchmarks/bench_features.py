@@ -248,9 +248,14 @@ def run(args: argparse.Namespace) -> int:
     aot_in = statistics.median(i for _, i in aot)
 
     results = {
-        "numba_hop_us": {"median": numba_us["median"], "p99": numba_us["p99"]},
-        "librosa_rolling_hop_us": {"median": rolling_us["median"], "p99": rolling_us["p99"]},
-        "librosa_whole_second_hop_us": {"median": whole_us["median"]},
+        "machine": {"cpu": _machine(), "numpy": np.__version__, "numba": numba.__version__,
+                    "librosa": librosa.__version__},
+        "settings": {"seconds": args.seconds, "hops": n_hops, "feature_version": F.FEATURE_VERSION,
+                     "features_per_hop": F.N_FEATURES, "rounds": args.rounds, "rolling_hops": args.rolling_hops,
+                     "blas_threads": 1, "speech": "TTS speech at 16 kHz"},
+        "numba_hop_us": numba_us,
+        "librosa_rolling_hop_us": rolling_us,
+        "librosa_whole_second_hop_us": whole_us,
         "ratio_vs_rolling": rolling_us["median"] / numba_us["median"],
         "ratio_vs_whole": whole_us["median"] / numba_us["median"],
         "mel_max_abs_db": mel_err_db,

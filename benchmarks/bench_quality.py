@@ -2,6 +2,8 @@
 different lookaheads, plotted against the latency each lookahead costs; the still face is the peer.
 
 Usage: kfusion bench quality --models la0.onnx la40.onnx ... [--json PATH] [--plot docs/images/quality_lookahead.png]
+Without --models it takes every la*.onnx in the lookahead sweep's folder (LOOKAHEAD_DIR, with the recipe that
+made them in its RECIPE.txt), else the shipped model alone.
 """
 
 from __future__ import annotations
@@ -11,21 +13,44 @@ import json
 import platform
 from pathlib import Path
 
+from engine.cache import cache_dir
+
 CHUNK_MS = 20.0  # audio chunk a live client sends; a frame waits for the chunk that completes it
 PROCESSING_MS = 2.0  # server-side p50 for one stream (kfusion bench latency), added to every point
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "quality_lookahead.png"
+LOOKAHEAD_DIR = cache_dir("la2")  # la<ms>.onnx per lookahead, and RECIPE.txt (the model card's sweep)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=None, metavar="ONNX",
                    help="streaming ONNX models of one recipe trained with different lookaheads "
-                        "(default: the shipped model alone, one point)")
+                        f"(default: {LOOKAHEAD_DIR}/la*.onnx when there, else the shipped model alone)")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--plot", default=str(DEFAULT_PLOT), help="where to write the plot")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
+def default_models(folder: Path = LOOKAHEAD_DIR) -> tuple[list[str], str | None]:
+    """(the sweep's models in lookahead order, its recipe text) when the folder holds any, else ([], None)."""
+    import re
+
+    found = sorted(folder.glob("la*.onnx"), key=lambda p: float(re.sub(r"[^0-9.]", "", p.stem) or "inf"))
+    recipe = folder / "RECIPE.txt"
+    return [str(p) for p in found], (recipe.read_text().strip() if found and recipe.is_file() else None)
+
+
+def _per_clip(per_clip: dict, name: str) -> dict:
+    """median / p99 / max over clips of one model's mouth LD."""
+    import numpy as np
+
+    v = np.array([c[name]["mouth_ld"] for c in per_clip.values()], np.float64)
+    return {"median": float(np.median(v)), "p99": float(np.percentile(v, 99)), "max": float(v.max())}
+
+
 def run(args) -> int:
+    import os
+    import time
+
     import numpy as np
 
     from engine.session import default_model_path
@@ -34,7 +59,10 @@ def run(args) -> int:
     from export.evaluate import score, streaming_predictor, summarise
 
     fps = 30
-    args.models = args.models or [str(default_model_path())]
+    recipe = None
+    if not args.models:
+        args.models, recipe = default_models()
+        args.models = args.models or [str(default_model_path())]
     preds, lookahead = {}, {}
     for path in args.models:
         predict, meta = streaming_predictor(path)
@@ -53,19 +81,29 @@ def run(args) -> int:
         points.append({"model": Path(args.models[list(lookahead).index(name)]).name,
                        "lookahead_ms": lookahead[name], "latency_ms": lookahead[name] + CHUNK_MS + PROCESSING_MS,
                        "mouth_ld": m["mouth_ld"], "mouth_ld_vs_static": m["mouth_ld"] / peer,
+                       "mouth_ld_per_clip": _per_clip(per_clip, name),
                        "lip_gap_corr": m["lip_gap_corr"], "lip_gap_lag_ms": m["lip_gap_lag_ms"]})
-    print(f"machine: {platform.node()} ({platform.machine()}), split {args.split}, {len(per_clip)} clips, "
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    settings = {"split": args.split, "clips": len(per_clip), "fps": fps, "chunk_ms": CHUNK_MS,
+                "processing_ms": PROCESSING_MS, "models": [Path(m).name for m in args.models]}
+    print(f"machine: {machine}; split {args.split}, {len(per_clip)} clips, "
           f"latency = lookahead + {CHUNK_MS:g} ms chunk + {PROCESSING_MS:g} ms processing")
     print(f"peer static_face mouth LD {100 * peer:.2f} %")
-    print("lookahead ms | latency ms | mouth LD % | vs static | lip-gap r | lag ms")
+    print("lookahead ms | latency ms | mouth LD % | vs static | per clip median / p99 / max % | lip-gap r | lag ms")
     for p in points:
+        c = p["mouth_ld_per_clip"]
         print(f"{p['lookahead_ms']:12g} | {p['latency_ms']:10g} | {100 * p['mouth_ld']:10.2f} | "
-              f"{p['mouth_ld_vs_static']:9.3f} | {p['lip_gap_corr']:9.3f} | {p['lip_gap_lag_ms']:6.0f}")
+              f"{p['mouth_ld_vs_static']:9.3f} | {100 * c['median']:.2f} / {100 * c['p99']:.2f} / {100 * c['max']:.2f} | "
+              f"{p['lip_gap_corr']:9.3f} | {p['lip_gap_lag_ms']:6.0f}")
     _plot(points, peer, Path(args.plot))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"split": args.split, "clips": len(per_clip), "static_face_mouth_ld": peer,
-                                               "points": points}, indent=1) + "\n")
+        out = {"machine": machine, "settings": settings, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "split": args.split, "clips": len(per_clip), "static_face_mouth_ld": peer,
+               "static_face_mouth_ld_per_clip": _per_clip(per_clip, "static_face"), "points": points}
+        if recipe:
+            out["recipe"] = recipe
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

@@ -243,14 +243,17 @@ def _quality(name: str, d: dict, path: Path) -> list[str]:
     lines += ["", (f"Mouth LD and lip-gap lag on the pack's {d['split']} split ({d['clips']} clips) for the same recipe "
               f"trained with each lookahead; latency = lookahead + 20 ms chunk + 2 ms processing. Peer: the still "
               f"face, mouth LD {_fmt(100 * d['static_face_mouth_ld'])} %."), "",
-              "| lookahead ms | latency ms | mouth LD % | vs still face | lip-gap r | lag ms | model |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              ("| lookahead ms | latency ms | mouth LD % | vs still face | per clip: median / p99 / max % | lip-gap r "
+               "| lag ms | model |"),
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     if d.get("recipe"):
         lines[-2:-2] = [f"Recipe: {d['recipe']}", ""]
     for q in d["points"]:
+        c = q.get("mouth_ld_per_clip")
+        spread = f"{_fmt(100 * c['median'])} / {_fmt(100 * c['p99'])} / {_fmt(100 * c['max'])}" if c else "n/a"
         lines.append(f"| {_fmt(q['lookahead_ms'])} | {_fmt(q['latency_ms'])} | {_fmt(100 * q['mouth_ld'])} | "
-                     f"{_fmt(q['mouth_ld_vs_static'])} | {_fmt(q['lip_gap_corr'])} | {_fmt(q['lip_gap_lag_ms'])} | "
-                     f"{q['model']} |")
+                     f"{_fmt(q['mouth_ld_vs_static'])} | {spread} | {_fmt(q['lip_gap_corr'])} | "
+                     f"{_fmt(q['lip_gap_lag_ms'])} | {q['model']} |")
     return lines + ["", "![quality against lookahead](../docs/images/quality_lookahead.png)"]
 
 

@@ -65,3 +65,29 @@ def test_replace_section_keeps_everything_outside_its_markers():
 def test_report_refuses_an_empty_results_folder(tmp_path):
     with pytest.raises(ValueError, match="no benchmark results"):
         build(tmp_path, tmp_path / "RESULTS.md", tmp_path / "images")
+
+
+def test_quality_bench_takes_the_lookahead_sweep_in_order_and_the_report_shows_its_spread(tmp_path):
+    from benchmarks.bench_quality import default_models
+
+    assert default_models(tmp_path) == ([], None)  # no sweep: the caller falls back to the shipped model
+    for ms in (120, 0, 40):
+        (tmp_path / f"la{ms}.onnx").write_bytes(b"")
+    (tmp_path / "RECIPE.txt").write_text("one fine-tune per lookahead\n")
+    models, recipe = default_models(tmp_path)
+    assert [m.rsplit("/", 1)[1] for m in models] == ["la0.onnx", "la40.onnx", "la120.onnx"]
+    assert recipe == "one fine-tune per lookahead"
+
+    point = {"model": "la80.onnx", "lookahead_ms": 80, "latency_ms": 102, "mouth_ld": 0.0303,
+             "mouth_ld_vs_static": 0.96, "lip_gap_corr": 0.44, "lip_gap_lag_ms": 0.0,
+             "mouth_ld_per_clip": {"median": 0.028, "p99": 0.061, "max": 0.063}}
+    d = {"machine": {"cpus": 2}, "settings": {"split": "test"}, "split": "test", "clips": 30,
+         "static_face_mouth_ld": 0.0316, "recipe": recipe, "points": [point]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "quality.json").write_text(json.dumps(d))
+    out = tmp_path / "RESULTS.md"
+    build(results, out, tmp_path / "images")
+    text = out.read_text()
+    assert "- Machine: cpus 2" in text and "Recipe: one fine-tune per lookahead" in text
+    assert "| 80 | 102 | 3.03 | 0.96 | 2.8 / 6.1 / 6.3 | 0.44 | 0 | la80.onnx |" in text
