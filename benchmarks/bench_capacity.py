@@ -3,6 +3,7 @@
 
 Usage: kfusion bench capacity [--max 256] [--seconds 8] [--client-procs 2] [--json out.json]
        kfusion bench capacity --at 128 --repeats 5   (no search: how often N streams pass, batched and not)
+       kfusion bench capacity --at 128 --server-cpus 0 --client-cpus 1-7   (server and clients on their own CPUs)
 Real websocket clients in a few separate processes (each driving many asyncio streams) send real speech
 paced in real time in 20 ms chunks; they share the machine's CPUs with the server. The search doubles N
 (or halves it) from --start until a trial fails (passes), then bisects down to --resolution streams; the

@@ -385,7 +385,7 @@ def run(args) -> int:
         f"({1000 * ORACLE_SMOOTH_FRAMES / fps:.0f} ms) moving average: its distance to the truth is what that average "
         f"removes, mostly the tracker's frame-to-frame jitter, which no model of the audio can predict. `{ORACLE_GAP}` "
         "is the clip's still face with the mouth moved by the true inner-lip gap alone (a per-segment least-squares "
-        "line from the gap to each mouth coordinate): the best any model that gets only the lip opening right can do")
+        "line from the gap to each mouth coordinate): about the best a model that gets only the lip opening right can do")
     result = {
         "split": args.split, "fps": fps, "n_clips": len(per_clip), "n_segments": len(segments),
         "frames": int(sum(len(s.canonical) for s in segments)),
