@@ -60,6 +60,7 @@ class TrainConfig:
     closure_weight: float = 0.0  # > 0: inner-lip gap L1 where synthetic lips are shut (p, b, m, rests)
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
+    eq_db: float = 0.0  # augmentation: random smooth equaliser per crop, tilt up to +-eq_db, bow up to +-eq_db/2
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
@@ -77,6 +78,8 @@ class TrainConfig:
         if isinstance(self.speed_perturb, (str, bytes)) or not hasattr(self.speed_perturb, "__iter__"):
             raise ValueError(f"speed_perturb must be a list of speed factors, got {self.speed_perturb!r}")
         object.__setattr__(self, "speed_perturb", tuple(check_factor(f) for f in self.speed_perturb))
+        if not 0.0 <= self.eq_db <= 24.0:
+            raise ValueError(f"eq_db must be in [0, 24] dB, got {self.eq_db}")
         for name in ("pack_fraction", "finetune_after", "finetune_pack_fraction", "emotion_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -151,6 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed-perturb", dest="speed_perturb", type=_speed_list,
                         help="comma-separated speed factors, e.g. 0.9,1.1: the pack's train segments are also used "
                              "played at these speeds, face tracks resampled to match (export/data/perturb.py)")
+    parser.add_argument("--eq-db", dest="eq_db", type=float,
+                        help="augmentation: a random smooth equaliser on each crop's log-mel (a tilt of up to "
+                             "+-EQ_DB across the bands plus a bow of up to half that; 0 = off), for unseen channels")
     parser.add_argument("--mirror", action="store_true", default=None,
                         help="the pack's train segments are also used mirrored left-right, the sound kept "
                              "(export/data/mirror.py)")
@@ -168,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
-                                          "sync_from", "closure_weight", "speed_perturb", "mirror")}
+                                          "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -239,7 +245,8 @@ def point_weights(cfg: TrainConfig):
 
 
 def augment(feats, feat_mean, cfg: TrainConfig, gen):
-    """Level change (log-mel and log-RMS shift where not silent) and one mel frequency mask, per row.
+    """Level change (log-mel and log-RMS shift where not silent), a smooth equaliser curve (eq_db > 0) and one
+    mel frequency mask, per row.
 
     feats (B, T, W, F) raw features; returns a new tensor. Silent bins (at the log floor) stay silent.
     """
@@ -254,6 +261,13 @@ def augment(feats, feat_mean, cfg: TrainConfig, gen):
     mel = out[..., : fx.N_MELS]
     loud = mel > float(np.log(fx.MEL_FLOOR)) + 2.0
     out[..., : fx.N_MELS] = torch.where(loud, mel + g_db * float(np.log(10) / 10), mel)
+    if cfg.eq_db > 0:  # a channel the model never heard: tilt (-1..1 across the bands) plus a half-cosine bow
+        x = torch.linspace(-1.0, 1.0, fx.N_MELS)
+        tilt = (torch.rand(b, 1, generator=gen) * 2 - 1) * cfg.eq_db
+        bow = (torch.rand(b, 1, generator=gen) * 2 - 1) * cfg.eq_db / 2
+        curve_db = tilt * x[None] + bow * torch.cos(x[None] * (np.pi / 2))  # (B, 80)
+        mel = out[..., : fx.N_MELS]
+        out[..., : fx.N_MELS] = torch.where(loud, mel + curve_db[:, None, None, :] * float(np.log(10) / 10), mel)
     rms = out[..., i_rms:i_rms + 1]
     out[..., i_rms:i_rms + 1] = torch.where(rms > float(np.log(fx.RMS_FLOOR)) + 1.0,
                                                          rms + g_db * float(np.log(10) / 20), rms)
