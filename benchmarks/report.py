@@ -19,6 +19,7 @@ RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 IMAGES_DIR = REPO / "docs" / "images"
 CDF_PNG = "latency_cdf.png"
 SCALEOUT_PNG = "scaleout_p99.png"
+CAPACITY_PNG = "capacity_trials.png"
 MAX_GENERIC_ROWS = 40
 SKIP_KEYS = {"cdf"}  # raw plot data, not for tables
 
@@ -397,6 +398,58 @@ def plot_scaleout(d: dict, out: Path) -> bool:
     return True
 
 
+def capacity_setup(d: dict) -> str:
+    """A `capacity --at` run's set-up in words, from its machine record."""
+    m = d.get("machine", {})
+    cpus = m.get("cpus")
+    server, clients = (set(v) if isinstance(v, list) else None for v in (m.get("server_cpus"), m.get("client_cpus")))
+    where = f"{cpus}-CPU machine"
+    if server and clients and not server & clients:
+        return f"{where}: server alone on {len(server)} CPU(s), clients on {len(clients)} others"
+    if server and server == clients:
+        return f"{where}: server and clients sharing {len(server)} CPUs"
+    return f"{where}: server and clients sharing all its CPUs"
+
+
+def plot_capacity_trials(runs: dict, out: Path) -> bool:
+    """Every `capacity --at` trial: server p99 against streams, one colour per set-up, filled when it passed;
+    the batching-off peers as grey crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours: dict[str, str] = {}
+    peer_labelled = False
+    for name in sorted(runs):
+        d = runs[name]
+        setup = capacity_setup(d)
+        c = colours.setdefault(setup, f"C{len(colours)}")
+        for k, t in enumerate(d["batched"]["trials"]):
+            x = d["streams"] + (k - 1) * 1.2  # side by side, not on top of each other
+            ax.scatter(x, t["server_ms"]["p99"], s=36, color=c, facecolors=c if t["ok"] else "none",
+                       label=setup if k == 0 and setup not in ax.get_legend_handles_labels()[1] else None)
+        for t in d["unbatched"]["trials"]:
+            ax.scatter(d["streams"] + 4, t["server_ms"]["p99"], marker="x", s=20, color="0.6",
+                       label=None if peer_labelled else "batching off (peer), same runs")
+            peer_labelled = True
+    ax.axhline(50, color="grey", ls="--", lw=0.8, label="target p99 50 ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("live 30 fps streams in one server process")
+    ax.set_ylabel("server p99 per 8 s trial (ms, log)")
+    ax.set_title("Fixed-count capacity trials (filled: no frame late, dropped or lost)", fontsize=10)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def replace_section(text: str, name: str, body: list[str]) -> str:
     """Put body between this benchmark's markers (appending the markers when absent); nothing else changes."""
     begin = f"<!-- bench-{name}:begin (written by `python -m benchmarks.report`; edits here are replaced) -->"
@@ -435,6 +488,8 @@ def build(results_dir: Path = RESULTS_DIR, out: Path = RESULTS_MD, images_dir: P
             plot_scaleout(d, Path(images_dir) / SCALEOUT_PNG)
         text = replace_section(text, name, body)
         written.append(name)
+    repeat_runs = {n: json.loads(files[n].read_text()) for n in files if n.startswith("capacity-at")}
+    plot_capacity_trials(repeat_runs, Path(images_dir) / CAPACITY_PNG)
     out.write_text(text)
     return written
 

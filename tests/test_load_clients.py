@@ -76,6 +76,7 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "capacity-at2.json").write_text(out.read_text())
     assert build(tmp_path / "results", tmp_path / "RESULTS.md", tmp_path) == ["capacity-at2"]
+    assert (tmp_path / "capacity_trials.png").stat().st_size > 10_000, "every fixed-count trial, drawn"
     md = (tmp_path / "RESULTS.md").read_text()
     assert f"**{res['batched_passed']} of 2** trials of 2 streams passed batched" in md
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
@@ -105,3 +106,15 @@ def test_pinned_load_clients_get_every_frame():
     with ServerThread(EngineConfig(port=_free_port(), providers="cpu")) as s:
         results, _ = run_clients(s.url, 2, 1.0, n_procs=1, chunk_ms=CHUNK_MS, client="lean", cpus=frozenset({cpu}))
     assert [(r["error"], r["frames"] == r["expected"] > 0) for r in results] == [(None, True)] * 2
+
+
+def test_capacity_set_up_in_words():
+    from benchmarks.report import capacity_setup
+
+    def run(server, clients):
+        return {"machine": {"cpus": 16, "server_cpus": server, "client_cpus": clients}}
+
+    assert capacity_setup(run([0], [1, 2, 3])) == "16-CPU machine: server alone on 1 CPU(s), clients on 3 others"
+    assert capacity_setup(run([0, 1], [0, 1])) == "16-CPU machine: server and clients sharing 2 CPUs"
+    assert capacity_setup(run("any", "any")) == capacity_setup({"machine": {"cpus": 16}}) \
+        == "16-CPU machine: server and clients sharing all its CPUs"
