@@ -151,7 +151,13 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
               "the same machine: server and clients sharing two cores, as on the 2-vCPU build machine,"),
           "capacity-at144-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 144 streams,",
           "capacity-at160-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 160 streams,",
-          "capacity-at192-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 192 streams,"}
+          "capacity-at192-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 192 streams,",
+          "capacity-at128-run5-pinned": ("`kfusion bench capacity --at 128 --repeats 2 --server-cpus 0 --client-cpus 1` on "
+                                         "the 2-vCPU build machine (2026-11-26): the server on one vCPU, the clients on "
+                                         "the other,"),
+          "capacity-at128-run6": "`kfusion bench capacity --at 128 --repeats 2`, unpinned, straight after run 5,",
+          "capacity-at128-run7-pinned": "run 5's pinned set-up again, straight after run 6,",
+          "capacity-at128-run8": "unpinned again, straight after run 7,"}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
