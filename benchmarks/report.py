@@ -152,6 +152,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "capacity-at144-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 144 streams,",
           "capacity-at160-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 160 streams,",
           "capacity-at192-run1-h200-pinned": "the pinned set-up of capacity-at128-run3-h200-pinned at 192 streams,",
+          "capacity-at128-run9-h200-pinned": ("run 3's pinned set-up (server on core 0, clients on cores 1-7) with 4 "
+                                              "repeats, later the same day on a fresh lent machine of the same kind,"),
           "capacity-at128-run5-pinned": ("`kfusion bench capacity --at 128 --repeats 2 --server-cpus 0 --client-cpus 1` on "
                                          "the 2-vCPU build machine (2026-11-26): the server on one vCPU, the clients on "
                                          "the other,"),
