@@ -41,10 +41,9 @@ def default_models(folder: Path = LOOKAHEAD_DIR) -> tuple[list[str], str | None]
 
 def _per_clip(per_clip: dict, name: str) -> dict:
     """median / p99 / max over clips of one model's mouth LD."""
-    import numpy as np
+    from benchmarks.bench_features import _stats
 
-    v = np.array([c[name]["mouth_ld"] for c in per_clip.values()], np.float64)
-    return {"median": float(np.median(v)), "p99": float(np.percentile(v, 99)), "max": float(v.max())}
+    return _stats([c[name]["mouth_ld"] for c in per_clip.values()])
 
 
 def run(args) -> int:

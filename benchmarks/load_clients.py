@@ -8,6 +8,7 @@ many asyncio websocket streams of real speech paced in real time (bench_latency'
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 
@@ -51,8 +52,6 @@ def run_procs(target, url: str, per_proc: list[int], seconds: float, chunk_ms: i
     """Blocking: spawn one process per entry of per_proc, each running target(url, n_streams, seconds, chunk_ms,
     seed, out_q, ready, go, **kwargs); start them together once all are ready; return (their stream dicts,
     their CPU s). cpus: pin each process to these CPU numbers as soon as it exists (before it loads audio)."""
-    import os
-
     ctx = mp.get_context("spawn")
     q, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
     procs = [ctx.Process(target=target, args=(url, k, seconds, chunk_ms, seed * 1000 + i, q, ready, go),

@@ -435,11 +435,12 @@ def plot_capacity_trials(runs: dict, out: Path) -> bool:
     for name in sorted(runs):
         d = runs[name]
         setup = capacity_setup(d)
+        first_of_setup = setup not in colours
         c = colours.setdefault(setup, f"C{len(colours)}")
         for k, t in enumerate(d["batched"]["trials"]):
             x = d["streams"] + (k - 1) * 1.2  # side by side, not on top of each other
             ax.scatter(x, t["server_ms"]["p99"], s=36, color=c, facecolors=c if t["ok"] else "none",
-                       label=setup if k == 0 and setup not in ax.get_legend_handles_labels()[1] else None)
+                       label=setup if k == 0 and first_of_setup else None)
         for t in d["unbatched"]["trials"]:
             ax.scatter(d["streams"] + 4, t["server_ms"]["p99"], marker="x", s=20, color="0.6",
                        label=None if peer_labelled else "batching off (peer), same runs")
