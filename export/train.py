@@ -20,6 +20,7 @@ import numpy as np
 from engine.cache import cache_dir
 from engine.face import inner_lip_gap
 from export.data.perturb import check_factor
+from export.data.smooth import check_frames
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
@@ -64,6 +65,7 @@ class TrainConfig:
     init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
+    target_smooth_frames: int = 1  # odd; > 1: the pack's train targets through a centred moving average (1 = off)
     eval_every: int = 100
     max_minutes: float = 55.0  # > 0: stop (and keep the best checkpoint) after this much wall time
 
@@ -78,6 +80,7 @@ class TrainConfig:
         if isinstance(self.speed_perturb, (str, bytes)) or not hasattr(self.speed_perturb, "__iter__"):
             raise ValueError(f"speed_perturb must be a list of speed factors, got {self.speed_perturb!r}")
         object.__setattr__(self, "speed_perturb", tuple(check_factor(f) for f in self.speed_perturb))
+        check_frames(self.target_smooth_frames)
         if not 0.0 <= self.eq_db <= 24.0:
             raise ValueError(f"eq_db must be in [0, 24] dB, got {self.eq_db}")
         for name in ("pack_fraction", "finetune_after", "finetune_pack_fraction", "emotion_dropout"):
@@ -160,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", action="store_true", default=None,
                         help="the pack's train segments are also used mirrored left-right, the sound kept "
                              "(export/data/mirror.py)")
+    parser.add_argument("--target-smooth-frames", dest="target_smooth_frames", type=int,
+                        help="odd window (frames): the pack's train targets through a centred moving average, "
+                             "which takes out tracker jitter (export/data/smooth.py); 1 = off")
     parser.add_argument("--lookahead-ms", type=float, dest="lookahead_ms")
     parser.add_argument("--window-hops", type=int, dest="window_hops")
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
@@ -174,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
-                                          "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db")}
+                                          "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db",
+                                          "target_smooth_frames")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -381,6 +388,10 @@ def load_pools(cfg: TrainConfig):
         from export.data.sync import align_segments
 
         train_segs, sync_report = align_segments(train_segs, cfg.sync_from)
+    if cfg.target_smooth_frames > 1:  # after the re-sync, so each clip is smoothed at its corrected offset
+        from export.data.smooth import smoothed_targets
+
+        train_segs = [smoothed_targets(s, cfg.target_smooth_frames) for s in train_segs]
     if cfg.speed_perturb:  # after the re-sync: each copy keeps its clip's corrected offset
         from export.data.perturb import speed_perturbed
 

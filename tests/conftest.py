@@ -64,3 +64,11 @@ def pack_clip(pack_manifest) -> dict:
     for key in ("audio", "video", "landmarks"):
         rec[key] = str(PACK / rec[key])
     return rec
+
+
+@pytest.fixture(scope="session")
+def pack_val_segments(pack_manifest) -> list:
+    """The pack's val split as face-tracked segments at 30 fps (export.data.pack.Segment)."""
+    from export.data.pack import load_segments
+
+    return load_segments(PACK, "val", 30, progress=False)

@@ -19,14 +19,8 @@ def test_mirror_order_swaps_sides_and_keeps_the_midline():
 
 
 @pytest.fixture(scope="module")
-def real_segment():
-    from export.data.pack import PACK_DIR, load_segments
-
-    try:
-        segs = load_segments(PACK_DIR, "val", 30)
-    except FileNotFoundError:
-        pytest.skip("the talking-face pack is not here")
-    return segs[0]
+def real_segment(pack_val_segments):
+    return pack_val_segments[0]
 
 
 def test_mirrored_face_is_a_face_seen_in_a_mirror(real_segment):

@@ -1,0 +1,57 @@
+"""Training targets through a centred moving average (export/data/smooth.py) on a real pack face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.face import MOUTH, inner_lip_gap
+from export.data.smooth import check_frames, smoothed_targets
+
+
+@pytest.fixture(scope="module")
+def real_segment(pack_val_segments):
+    return max(pack_val_segments, key=lambda s: len(s.canonical))
+
+
+def _jitter(track: np.ndarray) -> float:
+    """Mean size of the second difference along time: frame-to-frame wobble, not slow motion."""
+    return float(np.abs(np.diff(track.astype(np.float64), n=2, axis=0)).mean())
+
+
+def test_smoothing_takes_out_jitter_and_keeps_the_sound_and_the_slow_motion(real_segment):
+    seg = real_segment
+    calm = smoothed_targets(seg, 3)
+    assert calm.audio is seg.audio and calm.clip_id == seg.clip_id, "the features (cached by sound) stay valid"
+    assert np.array_equal(calm.identity, seg.identity)
+    assert calm.canonical.shape == seg.canonical.shape and calm.canonical.dtype == np.float32
+    assert calm.head.shape == seg.head.shape and calm.head.dtype == np.float32
+    mouth_raw, mouth_calm = seg.canonical[:, MOUTH], calm.canonical[:, MOUTH]
+    assert _jitter(mouth_calm) < 0.6 * _jitter(mouth_raw), "a 3-frame mean must cut the mouth's wobble"
+    assert _jitter(calm.head) < 0.6 * _jitter(seg.head)
+    # the speech-rate opening and closing of the lips survives: the gap traces still correlate closely
+    gap_raw, gap_calm = inner_lip_gap(seg.canonical), inner_lip_gap(calm.canonical)
+    assert np.corrcoef(gap_raw, gap_calm)[0, 1] > 0.9
+    # centred, so nothing moves in time: the best lag between the traces is 0
+    lags = range(-3, 4)
+    r = [np.corrcoef(np.roll(gap_calm, k)[3:-3], gap_raw[3:-3])[0, 1] for k in lags]
+    assert list(lags)[int(np.argmax(r))] == 0
+    # each interior frame is the mean of itself and its two neighbours
+    i = len(seg.canonical) // 2
+    want = seg.canonical[i - 1:i + 2].astype(np.float64).mean(axis=0)
+    assert calm.canonical[i] == pytest.approx(want, abs=1e-4)
+
+
+def test_one_frame_is_off_and_bad_windows_are_refused(real_segment):
+    assert smoothed_targets(real_segment, 1) is real_segment
+    for bad in (0, 2, -3, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="odd whole number of frames"):
+            check_frames(bad)
+
+
+def test_train_config_checks_the_window():
+    from export.train import TrainConfig
+
+    assert TrainConfig(target_smooth_frames=5).target_smooth_frames == 5
+    with pytest.raises(ValueError, match="got 4"):
+        TrainConfig(target_smooth_frames=4)
