@@ -194,6 +194,12 @@ def config_id(cfg: TrainConfig) -> str:
     return config_hash(cfg.to_dict())
 
 
+def stored_config_id(config: dict) -> str:
+    """The id a checkpoint's stored config has today: options added since it was saved take their defaults
+    (all of them off), so a run saved before an option existed still resumes under the same settings."""
+    return config_id(TrainConfig.from_dict(config))
+
+
 def env_rank() -> tuple[int, int, int]:
     """(world_size, rank, local_rank) from torchrun's environment (1, 0, 0 without it)."""
     return (int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
@@ -456,8 +462,10 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
     step, best = 0, {"mouth_px": float("inf")}
     if resume:
         ck = torch.load(resume, map_location="cpu", weights_only=False)
-        if ck.get("config_hash") != cid:
-            raise ValueError(f"{resume} was trained with config {ck.get('config_hash')}, this run is {cid}")
+        saved = stored_config_id(ck["config"]) if "config" in ck else ck.get("config_hash")
+        if saved != cid:
+            raise ValueError(f"{resume} was trained with config {saved}, this run is {cid}: resume with the "
+                             f"settings of its config.json")
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         step, best = ck["step"], ck.get("best", best)

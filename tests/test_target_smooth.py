@@ -55,3 +55,16 @@ def test_train_config_checks_the_window():
     assert TrainConfig(target_smooth_frames=5).target_smooth_frames == 5
     with pytest.raises(ValueError, match="got 4"):
         TrainConfig(target_smooth_frames=4)
+
+
+def test_a_checkpoint_saved_before_an_option_existed_still_resumes():
+    from export.train import TrainConfig, config_id, stored_config_id
+
+    cfg = TrainConfig(lr=7e-4, steps=600)
+    old = cfg.to_dict()
+    for added_later in ("target_smooth_frames", "eq_db", "mirror", "speed_perturb"):
+        del old[added_later]  # as a checkpoint from before these options stored its config
+    assert stored_config_id(old) == config_id(cfg), "the same settings, with the new options off"
+    assert stored_config_id(cfg.to_dict()) == config_id(cfg)
+    assert stored_config_id({**old, "lr": 1e-3}) != config_id(cfg), "a changed setting is still told apart"
+    assert config_id(TrainConfig(lr=7e-4, steps=600, target_smooth_frames=5)) != config_id(cfg)
