@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def _session_and_configs(args, most_streams: int):
     from engine.session import ModelSession
 
     base = EngineConfig(port=args.port, batch_wait_ms=args.batch_wait_ms, event_loop=args.event_loop,
-                        max_streams=max(256, 2 * most_streams), providers="cpu")
+                        max_streams=max(256, 2 * most_streams), providers="cpu", model_path=args.model)
     session = ModelSession(base.model_path, base.providers)
     warm_up(session)
     return session, {"batched": base, "unbatched": replace(base, max_batch=1)}
@@ -241,6 +242,8 @@ def add_arguments(p) -> None:
     p.add_argument("--client-cpus", default="",
                    help="pin the client processes to these CPUs, e.g. 1-7: on a machine with spare cores this "
                         "measures the server alone on its core, without the clients' competition")
+    p.add_argument("--model", default=None,
+                   help="ONNX model to serve (default: the shipped one); e.g. to size a model of your own")
     p.add_argument("--port", type=int, default=8792)
     p.add_argument("--json", help="write the results here")
 
@@ -251,6 +254,8 @@ def run(args) -> int:
                          f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
     if args.at < 0 or args.repeats < 1:
         raise ValueError(f"--at must be >= 0 (0 = search) and --repeats >= 1, got {args.at} and {args.repeats}")
+    if args.model is not None and not Path(args.model).is_file():
+        raise FileNotFoundError(f"--model: no ONNX model file at {args.model}")
     server_cpus = parse_cpus(args.server_cpus, "--server-cpus")
     args.client_cpu_set = parse_cpus(args.client_cpus, "--client-cpus")
     logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -296,6 +301,7 @@ def _settings(args, r: dict) -> dict:
     return {"seconds": args.seconds, "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
             "batch_wait_ms": args.batch_wait_ms, "event_loop": eventloop.resolve(args.event_loop),
             "server_p99_target_ms": SERVER_P99_TARGET_MS, "model": r["model_version"],
+            "model_path": args.model or "shipped (engine/assets)",
             "lookahead_ms": r["lookahead_ms"], "client": args.client,
             "clients": "real websocket streams of real speech, paced in real time, in "
                        f"{args.client_procs} client processes "

@@ -59,12 +59,15 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     import json
 
     from engine.cli import main
+    from engine.session import default_model_path
 
     out = tmp_path / "repeat.json"
+    model = str(default_model_path())  # --model: the shipped file named explicitly, as a user's own would be
     assert main(["bench", "capacity", "--at", "2", "--repeats", "2", "--seconds", "1.5", "--client-procs", "1",
-                 "--port", str(_free_port()), "--json", str(out)]) == 0
+                 "--port", str(_free_port()), "--json", str(out), "--model", model]) == 0
     res = json.loads(out.read_text())
     assert res["streams"] == 2 and res["settings"]["repeats"] == 2
+    assert res["settings"]["model_path"] == model and res["settings"]["model"].startswith("stream-")
     for side, passed in (("batched", "batched_passed"), ("unbatched", "peer_unbatched_passed")):
         trials = res[side]["trials"]
         assert len(trials) == 2 and all(t["streams"] == 2 and t["frames"] == t["frames_expected"] for t in trials)
@@ -82,6 +85,7 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2 and all(line.count("ok" if t["ok"] else "FAIL") for line, t in zip(rows, res["batched"]["trials"]))
     assert main(["bench", "capacity", "--at", "2", "--repeats", "0"]) == 2  # a bad count is refused up front
+    assert main(["bench", "capacity", "--at", "2", "--model", "/no/such/model.onnx"]) == 2  # and a missing model
 
 
 def test_cpu_lists_for_pinning_the_server_and_the_clients():
