@@ -191,11 +191,9 @@ def truth_track(seg) -> np.ndarray:
 
 def smoothed_truth(track: np.ndarray, frames: int = ORACLE_SMOOTH_FRAMES) -> np.ndarray:
     """Centred moving average of a (T, 68, 2) track over `frames` frames (odd), edges repeated."""
-    from scipy.ndimage import uniform_filter1d
+    from export.data.smooth import centred_mean
 
-    if frames < 1 or frames % 2 == 0:
-        raise ValueError(f"frames must be an odd number >= 1, got {frames}")
-    return uniform_filter1d(np.asarray(track, np.float64), frames, axis=0, mode="nearest")
+    return centred_mean(track, frames)
 
 
 def true_lip_gap_face(track: np.ndarray, reference: np.ndarray) -> np.ndarray:

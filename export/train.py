@@ -20,7 +20,7 @@ import numpy as np
 from engine.cache import cache_dir
 from engine.face import inner_lip_gap
 from export.data.perturb import check_factor
-from export.data.smooth import check_frames
+from export.data.smooth import check_frames, smoothed_targets
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
@@ -395,8 +395,6 @@ def load_pools(cfg: TrainConfig):
 
         train_segs, sync_report = align_segments(train_segs, cfg.sync_from)
     if cfg.target_smooth_frames > 1:  # after the re-sync, so each clip is smoothed at its corrected offset
-        from export.data.smooth import smoothed_targets
-
         train_segs = [smoothed_targets(s, cfg.target_smooth_frames) for s in train_segs]
     if cfg.speed_perturb:  # after the re-sync: each copy keeps its clip's corrected offset
         from export.data.perturb import speed_perturbed
@@ -462,7 +460,7 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
     step, best = 0, {"mouth_px": float("inf")}
     if resume:
         ck = torch.load(resume, map_location="cpu", weights_only=False)
-        saved = stored_config_id(ck["config"]) if "config" in ck else ck.get("config_hash")
+        saved = stored_config_id(ck["config"])
         if saved != cid:
             raise ValueError(f"{resume} was trained with config {saved}, this run is {cid}: resume with the "
                              f"settings of its config.json")
