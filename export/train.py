@@ -66,6 +66,7 @@ class TrainConfig:
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
     target_smooth_frames: int = 1  # odd; > 1: the pack's train targets through a centred moving average (1 = off)
+    target_keep_closures: bool = False  # with target_smooth_frames > 1: lips shut in the raw track stay shut
     eval_every: int = 100
     max_minutes: float = 55.0  # > 0: stop (and keep the best checkpoint) after this much wall time
 
@@ -81,6 +82,9 @@ class TrainConfig:
             raise ValueError(f"speed_perturb must be a list of speed factors, got {self.speed_perturb!r}")
         object.__setattr__(self, "speed_perturb", tuple(check_factor(f) for f in self.speed_perturb))
         check_frames(self.target_smooth_frames)
+        if self.target_keep_closures and self.target_smooth_frames == 1:
+            raise ValueError("target_keep_closures needs target_smooth_frames > 1 (it keeps the smoothing from "
+                             "opening shut lips), got target_smooth_frames 1")
         if not 0.0 <= self.eq_db <= 24.0:
             raise ValueError(f"eq_db must be in [0, 24] dB, got {self.eq_db}")
         for name in ("pack_fraction", "finetune_after", "finetune_pack_fraction", "emotion_dropout"):
@@ -166,6 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-smooth-frames", dest="target_smooth_frames", type=int,
                         help="odd window (frames): the pack's train targets through a centred moving average, "
                              "which takes out tracker jitter (export/data/smooth.py); 1 = off")
+    parser.add_argument("--target-keep-closures", dest="target_keep_closures", action="store_true", default=None,
+                        help="with --target-smooth-frames: where a train track's lips are shut (inner gap <= 2 %% of "
+                             "the eye distance), the smoothing may not open them")
     parser.add_argument("--lookahead-ms", type=float, dest="lookahead_ms")
     parser.add_argument("--window-hops", type=int, dest="window_hops")
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
                                           "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db",
-                                          "target_smooth_frames")}
+                                          "target_smooth_frames", "target_keep_closures")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
     best = train(cfg, out, resume=args.resume)
@@ -395,7 +402,7 @@ def load_pools(cfg: TrainConfig):
 
         train_segs, sync_report = align_segments(train_segs, cfg.sync_from)
     if cfg.target_smooth_frames > 1:  # after the re-sync, so each clip is smoothed at its corrected offset
-        train_segs = [smoothed_targets(s, cfg.target_smooth_frames) for s in train_segs]
+        train_segs = [smoothed_targets(s, cfg.target_smooth_frames, cfg.target_keep_closures) for s in train_segs]
     if cfg.speed_perturb:  # after the re-sync: each copy keeps its clip's corrected offset
         from export.data.perturb import speed_perturbed
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.face import MOUTH, inner_lip_gap
-from export.data.smooth import check_frames, smoothed_targets
+from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER, MOUTH, inner_lip_gap, interocular
+from export.articulation import CLOSED_GAP_PCT
+from export.data.smooth import check_frames, kept_closures, smoothed_targets
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +63,53 @@ def test_a_checkpoint_saved_before_an_option_existed_still_resumes():
 
     cfg = TrainConfig(lr=7e-4, steps=600)
     old = cfg.to_dict()
-    for added_later in ("target_smooth_frames", "eq_db", "mirror", "speed_perturb"):
+    for added_later in ("target_smooth_frames", "target_keep_closures", "eq_db", "mirror", "speed_perturb"):
         del old[added_later]  # as a checkpoint from before these options stored its config
     assert stored_config_id(old) == config_id(cfg), "the same settings, with the new options off"
     assert stored_config_id(cfg.to_dict()) == config_id(cfg)
     assert stored_config_id({**old, "lr": 1e-3}) != config_id(cfg), "a changed setting is still told apart"
     assert config_id(TrainConfig(lr=7e-4, steps=600, target_smooth_frames=5)) != config_id(cfg)
+
+
+def _gap_pct(track: np.ndarray, eyes_from: np.ndarray) -> np.ndarray:
+    return 100.0 * inner_lip_gap(track.astype(np.float64)) / interocular(eyes_from.astype(np.float64))
+
+
+def _pair_gaps(track: np.ndarray) -> np.ndarray:
+    return track[:, INNER_LIP_LOWER, 1].astype(np.float64) - track[:, INNER_LIP_UPPER, 1]
+
+
+def test_keeping_closures_shuts_again_the_lips_the_mean_opened_and_touches_nothing_else(real_segment):
+    seg = real_segment
+    raw = seg.canonical.astype(np.float64)
+    shut = _gap_pct(raw, raw) <= CLOSED_GAP_PCT
+    assert 5 <= shut.sum() < len(raw), "the face must shut its lips now and then for this test to mean anything"
+    plain = smoothed_targets(seg, 5)
+    kept = smoothed_targets(seg, 5, keep_closures=True)
+    opened = shut & (_gap_pct(plain.canonical, raw) > CLOSED_GAP_PCT)
+    assert opened.any(), "a 5-frame mean opens some of this face's closures (what the option is for)"
+    gap_kept = _gap_pct(kept.canonical, raw)
+    assert np.all(gap_kept[shut] <= CLOSED_GAP_PCT + 1e-3), "every frame shut in the track stays shut"
+    # in shut frames each pair's gap is the narrower of the mean's and the track's
+    want = np.minimum(_pair_gaps(plain.canonical), _pair_gaps(raw))[shut]
+    np.testing.assert_allclose(_pair_gaps(kept.canonical)[shut], want, atol=1e-4)
+    # open frames, the x of every point, and all points but the inner lips are the mean's, untouched
+    np.testing.assert_array_equal(kept.canonical[~shut], plain.canonical[~shut])
+    np.testing.assert_array_equal(kept.canonical[..., 0], plain.canonical[..., 0])
+    others = np.setdiff1d(np.arange(68), np.r_[INNER_LIP_UPPER, INNER_LIP_LOWER])
+    np.testing.assert_array_equal(kept.canonical[:, others], plain.canonical[:, others])
+    # both lips move the same distance: each pair's midpoint stays where the mean put it
+    mid = lambda t: (t[:, INNER_LIP_LOWER, 1] + t[:, INNER_LIP_UPPER, 1]) / 2.0
+    np.testing.assert_allclose(mid(kept.canonical), mid(plain.canonical), atol=1e-4)
+    np.testing.assert_array_equal(kept.head, plain.head)
+
+
+def test_keeping_closures_refuses_mismatched_tracks_and_needs_smoothing(real_segment):
+    raw = real_segment.canonical
+    with pytest.raises(ValueError, match=r"must both be \(T, 68, 2\)"):
+        kept_closures(raw, raw[1:])
+    from export.train import TrainConfig
+
+    assert TrainConfig(target_smooth_frames=5, target_keep_closures=True).target_keep_closures
+    with pytest.raises(ValueError, match="needs target_smooth_frames > 1"):
+        TrainConfig(target_keep_closures=True)
