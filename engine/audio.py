@@ -64,7 +64,8 @@ class AudioInput:
             )
         frames = self._validate(pcm)  # (frames, channels) in the stream's dtype; raises before any change
         if self.dtype.kind == "i" and self.channels == 1:  # the common case: no channel mean to take
-            mono = frames[:, 0] * np.float32(1.0 / PCM16_FULL_SCALE)  # a new float32 array
+            mono = frames[:, 0].astype(np.float32)  # a new array; exact, and so is the power-of-two scale
+            mono *= np.float32(1.0 / PCM16_FULL_SCALE)
         elif self.dtype.kind == "i":
             mono = frames.astype(np.float32).mean(axis=1, dtype=np.float32) / np.float32(PCM16_FULL_SCALE)
         elif self.channels == 1:

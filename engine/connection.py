@@ -132,8 +132,11 @@ class Connection:
         """The frame's message, and its timing record for the benchmarks."""
         queued_ms = (time.perf_counter() - t_enq) * 1000.0  # outbox wait before the socket write
         sent = time.time()
-        msg = P.FrameMessage(f.index, f.audio_time_s, f.chunk, f.recv_time_s, sent, f.landmarks, f.controls)
-        data = P.encode_frame_binary(msg) if self.output == "binary" else P.encode_frame_json(msg, self.control_names)
+        if self.output == "binary":
+            data = P.pack_frame(f.index, f.audio_time_s, f.chunk, f.recv_time_s, sent, f.landmarks, f.controls)
+        else:
+            msg = P.FrameMessage(f.index, f.audio_time_s, f.chunk, f.recv_time_s, sent, f.landmarks, f.controls)
+            data = P.encode_frame_json(msg, self.control_names)
         return data, (f.recv_time_s, sent, f.stages_ms.get("features", 0.0), f.stages_ms.get("wait", 0.0),
                       f.stages_ms.get("model", 0.0), queued_ms)
 

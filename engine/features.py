@@ -71,6 +71,8 @@ _SILENCE64[_LOG_RMS] = math.log(RMS_FLOOR)
 _SILENCE64[_APER] = 1.0
 SILENCE = _SILENCE64.astype(np.float32)  # the hop vector of all-zero audio
 SILENCE.flags.writeable = False
+_NO_SAMPLES = np.zeros(0, np.float32)  # an empty remainder, shared and read-only
+_NO_SAMPLES.flags.writeable = False
 
 
 # --- tables (numpy, built once at import; the kernels freeze them in) -----------------
@@ -152,12 +154,19 @@ class FeatureExtractor:
         self._acf32 = np.zeros(_ACF32, np.float32)
         self._work = np.empty(_WORK)  # scratch for the kernels
         self._prev = _SILENCE64.copy()  # the previous hop (log-mel in [:80]) for deltas and flux
-        self._pending = np.zeros(0, np.float32)  # samples of the hop not yet complete (< HOP_SAMPLES)
+        self._pending = _NO_SAMPLES  # samples of the hop not yet complete (< HOP_SAMPLES)
         self.hops_emitted = 0
         self._process = kernel()[0]
 
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        """samples: (n,) float32 at 16 kHz -> (n_new_hops, N_FEATURES) float32."""
+    def hops_for(self, n_samples: int) -> int:
+        """How many hops a push of n_samples more samples completes."""
+        return (self._pending.shape[0] + n_samples) // HOP_SAMPLES
+
+    def push(self, samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """samples: (n,) float32 at 16 kHz -> (n_new_hops, N_FEATURES) float32.
+
+        out: where to write them, C-contiguous float32 (hops_for(n), N_FEATURES) (a live stream's hop buffer);
+        on an error nothing is written and no state changes."""
         if not isinstance(samples, np.ndarray) or samples.ndim != 1 or samples.dtype != np.float32:
             got = (
                 f"{samples.dtype} array of shape {samples.shape}"
@@ -172,10 +181,15 @@ class FeatureExtractor:
         else:  # strided or read-only input would make numba compile another specialisation
             x = np.array(samples, dtype=np.float32, order="C")
         n_hops = x.shape[0] // HOP_SAMPLES
-        out = np.empty((n_hops, N_FEATURES), np.float32)
+        if out is None:
+            out = np.empty((n_hops, N_FEATURES), np.float32)
+        elif out.shape != (n_hops, N_FEATURES) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float32 of shape ({n_hops}, {N_FEATURES}), got {out.dtype} "
+                             f"{out.shape}")
         if not self._process(self._hist, self._acf32, self._prev, self._work, x, n_hops, self.hops_emitted, out):
             raise ValueError("samples must be finite, got NaN or inf")
-        self._pending = x[n_hops * HOP_SAMPLES :].copy()
+        rest = x.shape[0] - n_hops * HOP_SAMPLES
+        self._pending = x[n_hops * HOP_SAMPLES :].copy() if rest else _NO_SAMPLES
         self.hops_emitted += n_hops
         return out
 

@@ -308,13 +308,19 @@ def encode_audio(pcm: np.ndarray, fmt: str) -> bytes:
 
 # --- frames out ---------------------------------------------------------------------------------------
 def encode_frame_binary(f: FrameMessage) -> bytes:
-    if not (0 <= f.index < 2**32 and 0 <= f.chunk < 2**32):
-        raise ValueError(f"frame index and chunk must fit uint32, got {f.index} and {f.chunk}")
-    ctl = b"" if f.controls is None else np.asarray(f.controls, "<f4").tobytes()
-    n_ctl = 0 if f.controls is None else len(f.controls)
-    head = FRAME_HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, FLAG_CONTROLS if n_ctl else 0, n_ctl, f.index,
-                             f.chunk, f.audio_time_s, f.recv_time_s, f.send_time_s)
-    return head + np.asarray(f.landmarks, "<f4").tobytes() + ctl
+    return pack_frame(f.index, f.audio_time_s, f.chunk, f.recv_time_s, f.send_time_s, f.landmarks, f.controls)
+
+
+def pack_frame(index: int, audio_time_s: float, chunk: int, recv_time_s: float, send_time_s: float,
+               landmarks: np.ndarray, controls: np.ndarray | None = None) -> bytes:
+    """encode_frame_binary from the fields themselves: the server's per-frame path builds no FrameMessage."""
+    if not (0 <= index < 2**32 and 0 <= chunk < 2**32):
+        raise ValueError(f"frame index and chunk must fit uint32, got {index} and {chunk}")
+    ctl = b"" if controls is None else np.asarray(controls, "<f4").tobytes()
+    n_ctl = 0 if controls is None else len(controls)
+    head = FRAME_HEADER.pack(FRAME_MAGIC, PROTOCOL_VERSION, FLAG_CONTROLS if n_ctl else 0, n_ctl, index,
+                             chunk, audio_time_s, recv_time_s, send_time_s)
+    return head + np.asarray(landmarks, "<f4").tobytes() + ctl
 
 
 def decode_frame_header(data: bytes) -> tuple[int, int, int, float, float, float]:

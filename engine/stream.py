@@ -32,7 +32,7 @@ class Frame:
     stages_ms: dict = field(default_factory=dict)  # features, wait, model (filled by the batcher)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     """A due model step: model frame j, its input window and the chunk that made it due."""
 
@@ -55,6 +55,9 @@ def interpolation_delay_ms(fps: int, model_fps: int) -> float:
     return float(worst * 1000)
 
 
+HOP_STORE_SPARE = 64  # hops of room after the newest one (0.64 s), so most pushes allocate nothing
+
+
 class Stream:
     """Per-stream state: resampler, feature extractor, hop ring, recurrent state, frame counters."""
 
@@ -72,6 +75,7 @@ class Stream:
         if self.model_fps != meta.fps:
             raise ValueError(f"model fps must be a whole number, got {meta.fps}")
         self.lookahead_ms = float(meta.lookahead_ms)
+        self._look_samples = timing.lookahead_samples(self.lookahead_ms)  # checked whole once, here
         self.window = int(meta.window_hops)
         self.latency_ms = self.lookahead_ms + interpolation_delay_ms(self.fps, self.model_fps)
         self.audio = AudioInput(sample_rate_hz, channels, sample_format)
@@ -90,8 +94,12 @@ class Stream:
 
             self.smoother = OneEuroFilter(self.fps, config.one_euro_min_cutoff_hz, config.one_euro_beta)
         self.with_controls = config.controls if controls is None else controls
-        # hop ring: hops [hop0, hop0 + len(buf)); hops before the stream start are silence
-        self._buf = np.tile(features.SILENCE, (self.window, 1)).astype(np.float32)
+        # hop store: rows [lo, hi) of buf hold hops [hop0, hop0 + hi - lo); hops before the stream start are
+        # silence. New hops are written after row hi. A row once written is never written again: queued steps
+        # hold views of their windows, so when buf is full the live rows move to a new array.
+        self._buf = np.empty((self.window + HOP_STORE_SPARE, features.N_FEATURES), np.float32)
+        self._buf[: self.window] = features.SILENCE
+        self._lo, self._hi = 0, self.window
         self._hop0 = -self.window
         self.n_samples = 0  # 16 kHz samples received
         self.n_hops = 0
@@ -121,20 +129,28 @@ class Stream:
         last_model = self._model_frames_for(self.total_frames) - 1
         need = timing.samples_needed(last_model, self.model_fps, self.lookahead_ms) if last_model >= 0 else 0
         pad = max(0, need - self.n_samples)
-        hops = self.features.push(np.zeros(pad, np.float32)) if pad else np.zeros((0, features.N_FEATURES))
-        self._buf = np.concatenate([self._buf, hops.astype(np.float32)])
-        self.n_hops += len(hops)
+        if pad:
+            self._add_hops(np.zeros(pad, np.float32))
         return self._queue_due(last_model + 1, chunk, recv, t0)
 
     def _add16k(self, x16: np.ndarray, chunk: int, recv: float, t0: float) -> int:
         if x16.size:
-            hops = self.features.push(x16)
+            self._add_hops(x16)
             self.n_samples += x16.size
-            if len(hops):
-                self._buf = np.concatenate([self._buf, hops])
-                self.n_hops += len(hops)
         limit = timing.n_frames(self.n_samples, self.model_fps)  # only frames whose time has come
         return self._queue_due(limit, chunk, recv, t0)
+
+    def _add_hops(self, x16: np.ndarray) -> None:
+        """Features of x16 (float32, 16 kHz) straight into the hop store."""
+        n = self.features.hops_for(x16.size)
+        if self._hi + n > len(self._buf):  # full: the live rows move to a new array (old views stay intact)
+            live = self._buf[self._lo:self._hi]
+            buf = np.empty((len(live) + n + HOP_STORE_SPARE, features.N_FEATURES), np.float32)
+            buf[: len(live)] = live
+            self._buf, self._lo, self._hi = buf, 0, len(live)
+        self.features.push(x16, out=self._buf[self._hi:self._hi + n])  # raises before writing on bad samples
+        self._hi += n
+        self.n_hops += n
 
     def _model_frames_for(self, n_out: int) -> int:
         """Model frames needed to produce output frames 0..n_out-1."""
@@ -148,21 +164,21 @@ class Stream:
         now = time.perf_counter()
         feat_ms = (now - t0) * 1000.0
         n = 0
+        fps, look, window = self.model_fps, self._look_samples, self.window
         while self.next_step < limit:
             j = self.next_step
-            last = timing.last_hop(j, self.model_fps, self.lookahead_ms)
+            last = timing.last_hop_at(j, fps, look)
             if last >= self.n_hops:
                 break
-            a = last - self.window + 1 - self._hop0
-            self._pending.append(_Step(j, self._buf[a:a + self.window], chunk, recv, feat_ms, now))
+            a = self._lo + last - window + 1 - self._hop0
+            self._pending.append(_Step(j, self._buf[a:a + window], chunk, recv, feat_ms, now))
             self.next_step += 1
             n += 1
         if n:  # keep only the hops a future window can still read
-            first = timing.last_hop(self.next_step, self.model_fps, self.lookahead_ms) - self.window + 1
-            drop = min(max(0, first - self._hop0), len(self._buf))
-            if drop:
-                self._buf = self._buf[drop:]
-                self._hop0 += drop
+            first = timing.last_hop_at(self.next_step, fps, look) - window + 1
+            drop = min(max(0, first - self._hop0), self._hi - self._lo)
+            self._lo += drop
+            self._hop0 += drop
         return n
 
     # --- model steps ----------------------------------------------------------------------------------
@@ -203,8 +219,7 @@ class Stream:
         while self.total_frames is None or self.next_frame < self.total_frames:
             k = self.next_frame
             j0, rem = divmod(k * self.model_fps, self.fps)
-            need = (j0, j0 + 1) if rem else (j0,)
-            if any(j not in self._model_out for j in need):
+            if j0 not in self._model_out or (rem and j0 + 1 not in self._model_out):
                 break
             lm0, step, wait_ms, model_ms = self._model_out[j0]
             if rem:

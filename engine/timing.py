@@ -27,7 +27,12 @@ def frame_sample(i: int, fps: int) -> int:
 
 def last_hop(i: int, fps: int, lookahead_ms: float) -> int:
     """Index of the newest feature hop frame i may read (can be negative near the start)."""
-    return (frame_sample(i, fps) + lookahead_samples(lookahead_ms)) // HOP_SAMPLES - 1
+    return last_hop_at(i, fps, lookahead_samples(lookahead_ms))
+
+
+def last_hop_at(i: int, fps: int, look_samples: int) -> int:
+    """last_hop with the lookahead already in whole samples (a live stream asks this for every frame)."""
+    return (frame_sample(i, fps) + look_samples) // HOP_SAMPLES - 1
 
 
 def samples_needed(i: int, fps: int, lookahead_ms: float) -> int:

@@ -84,6 +84,31 @@ def test_resampled_pcm16_chunks_give_the_offline_frames(session, speech_wav):
                                atol=STEPWISE_TOL_PX, rtol=0)
 
 
+def test_queued_windows_survive_the_hop_store_moving(session, speech_16k):
+    """Steps queued but not yet run keep their exact input windows while later audio fills the hop store
+    many times over (it moves its live hops to a new array when full) and drops hops no window needs."""
+    from engine.stream import HOP_STORE_SPARE
+
+    meta = session.meta
+    s = Stream(EngineConfig(), meta)
+    rng = np.random.default_rng(7)
+    i = 0
+    while i < len(speech_16k):  # odd chunk sizes, one hop up to several stores' worth; nothing is run
+        n = int(rng.choice([37, 160, 333, 2 * HOP_STORE_SPARE * 160 + 11]))
+        s.push(speech_16k[i:i + n])
+        i += n
+    s.finish()
+    T = s.total_frames
+    assert T == timing.n_frames(len(speech_16k), 30) and s.n_hops > 4 * HOP_STORE_SPARE
+    got = s.pending_feats()
+    need = timing.samples_needed(T - 1, 30, meta.lookahead_ms)
+    padded = np.concatenate([speech_16k, np.zeros(max(0, need - len(speech_16k)), np.float32)])
+    want = timing.gather_windows(features.extract(padded), features.SILENCE, T, 30, meta.lookahead_ms,
+                                 meta.window_hops)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
 def test_live_frames_never_wait_for_more_than_their_audio(session, speech_16k):
     """Frame i comes out as soon as samples_needed(i) samples are in, never earlier, never later."""
     meta = session.meta
