@@ -159,7 +159,13 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                          "the other,"),
           "capacity-at128-run6": "`kfusion bench capacity --at 128 --repeats 2`, unpinned, straight after run 5,",
           "capacity-at128-run7-pinned": "run 5's pinned set-up again, straight after run 6,",
-          "capacity-at128-run8": "unpinned again, straight after run 7,"}
+          "capacity-at128-run8": "unpinned again, straight after run 7,",
+          **{f"capacity-at{n}-run10-h200-{when}": (
+              f"run 3's pinned set-up (server on core 0, clients on cores 1-7), 2 repeats of {n} streams, {label}; "
+              "one lent machine, the two engines alternating at each count,")
+             for n in (128, 144, 160, 176, 192)
+             for when, label in (("before", "on the engine as it was before commit 90f02e7 made the audio path leaner"),
+                                 ("after", "on the engine from commit 90f02e7, which made the audio path leaner"))}}
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:

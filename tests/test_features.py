@@ -134,3 +134,25 @@ def test_bad_input_is_rejected_without_touching_the_stream(excerpt):
     assert not read_only.flags.writeable
     rest = ex.push(read_only)
     np.testing.assert_array_equal(np.concatenate([first, rest]), whole)
+
+
+def test_hops_can_be_written_into_the_callers_rows(excerpt):
+    """push(x, out=rows): the same numbers as a plain push, in place; a wrong `out` changes nothing."""
+    y, whole = excerpt
+    ex = F.FeatureExtractor()
+    store = np.full((len(whole) + 4, F.N_FEATURES), -7.0, np.float32)
+    i = 0
+    for n in (37, 160, 1000, 333, len(y)):  # remainders carried between pushes
+        x = y[i:i + n]
+        k = ex.hops_emitted
+        m = ex.hops_for(len(x))
+        with pytest.raises(ValueError, match=rf"C-contiguous float32 of shape \({m}, {F.N_FEATURES}\)"):
+            ex.push(x, out=store[k:k + m + 1])
+        assert ex.hops_emitted == k, "a refused `out` leaves the stream as it was"
+        got = ex.push(x, out=store[k:k + m])
+        assert m == 0 or np.shares_memory(got, store), "the hops are written where the caller asked"
+        i += n
+        if i >= len(y):
+            break
+    np.testing.assert_array_equal(store[:len(whole)], whole)
+    assert np.all(store[len(whole):] == -7.0), "nothing written past the hops"
