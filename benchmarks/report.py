@@ -80,6 +80,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "soak-run8": SOAK_RUN.format("soak-run8.json") + ", run an eighth time with the lip seal on",
           "soak-run9": SOAK_RUN.format("soak-run9.json") + (", run a ninth time (2026-11-26) after the server began "
                                                           "sampling its load and dropping refused clients' audio"),
+          "soak-run10": SOAK_RUN.format("soak-run10.json") + (", run a tenth time (2026-11-26) after the leaner audio "
+                                                            "path (commit 90f02e7: the per-stream hop store)"),
           "admission-run1": "`kfusion bench admission` (run 1 of 3, minutes before `admission.json`, same code)",
           "admission-run3": "`kfusion bench admission --max-load 0.95` (after runs 1 and 2, which used 0.85)",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",

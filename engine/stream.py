@@ -59,7 +59,7 @@ HOP_STORE_SPARE = 64  # hops of room after the newest one (0.64 s), so most push
 
 
 class Stream:
-    """Per-stream state: resampler, feature extractor, hop ring, recurrent state, frame counters."""
+    """Per-stream state: resampler, feature extractor, hop store, recurrent state, frame counters."""
 
     def __init__(self, config: EngineConfig, meta, *, sample_rate_hz: int = SAMPLE_RATE_HZ, channels: int = 1,
                  sample_format: str = "f32", identity: np.ndarray | None = None,
