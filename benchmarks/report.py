@@ -142,6 +142,7 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                             "of the host,"),
           "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),",
           "scaleout-run8": "`kfusion bench scaleout --streams 96,128` (2026-11-26, straight after capacity-at96-run3),",
+          "scaleout-run9": "`kfusion bench scaleout --streams 96,128` again, on the leaner audio path (commit 90f02e7),",
           "capacity-at128-run2": "`kfusion bench capacity --at 128 --repeats 3` (2026-11-26, a fresh session),",
           "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),",
           "capacity-at128-run3-h200-pinned": (
