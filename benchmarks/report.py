@@ -163,6 +163,9 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "capacity-at128-run6": "`kfusion bench capacity --at 128 --repeats 2`, unpinned, straight after run 5,",
           "capacity-at128-run7-pinned": "run 5's pinned set-up again, straight after run 6,",
           "capacity-at128-run8": "unpinned again, straight after run 7,",
+          "capacity-at96-run4": ("`kfusion bench capacity --at 96 --repeats 3` on the leaner audio path (commit 90f02e7), "
+                                 "on a slow stretch of the host,"),
+          "capacity-at128-run12": "`kfusion bench capacity --at 128 --repeats 3`, straight after capacity-at96-run4,",
           **{f"capacity-at{n}-run10-h200-{when}": (
               f"run 3's pinned set-up (server on core 0, clients on cores 1-7), 2 repeats of {n} streams, {label}; "
               "one lent machine, the two engines alternating at each count,")
