@@ -18,8 +18,8 @@ import dataclasses
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER, inner_lip_gap, interocular
-from export.articulation import CLOSED_GAP_PCT  # the line `kfusion bench articulation` counts lips shut at
+from engine.face import INNER_LIP_LOWER, INNER_LIP_UPPER
+from export.articulation import CLOSED_GAP_PCT, inner_gap_pct  # shut lips as bench articulation counts them
 
 
 def check_frames(frames: int, what: str = "target_smooth_frames") -> int:
@@ -48,7 +48,7 @@ def kept_closures(raw: np.ndarray, calm: np.ndarray, closed_gap_pct: float = CLO
     out = np.array(calm, np.float64)
     if raw.shape != out.shape or raw.ndim != 3 or raw.shape[1:] != (68, 2):
         raise ValueError(f"raw and calm must both be (T, 68, 2), got {raw.shape} and {out.shape}")
-    shut = 100.0 * inner_lip_gap(raw) / interocular(raw) <= closed_gap_pct  # (T,)
+    shut = inner_gap_pct(raw) <= closed_gap_pct  # (T,)
     up, low = INNER_LIP_UPPER, INNER_LIP_LOWER
     excess = (out[:, low, 1] - out[:, up, 1]) - (raw[:, low, 1] - raw[:, up, 1])  # (T, 3) widening per pair
     half = np.where(shut[:, None] & (excess > 0), excess / 2.0, 0.0)
