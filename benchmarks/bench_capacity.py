@@ -4,8 +4,9 @@
 Usage: kfusion bench capacity [--max 256] [--seconds 8] [--client-procs 2] [--json out.json]
        kfusion bench capacity --at 128 --repeats 5   (no search: how often N streams pass, batched and not)
        kfusion bench capacity --at 128 --server-cpus 0 --client-cpus 1-7   (server and clients on their own CPUs)
+       kfusion bench capacity --chunk-ms 40   (clients that send 40 ms of audio per message: half the messages)
 Real websocket clients in a few separate processes (each driving many asyncio streams) send real speech
-paced in real time in 20 ms chunks; they share the machine's CPUs with the server. The search doubles N
+paced in real time in 20 ms chunks (--chunk-ms); they share the machine's CPUs with the server. The search doubles N
 (or halves it) from --start until a trial fails (passes), then bisects down to --resolution streams; the
 batched and unbatched searches take turns, trial by trial.
 """
@@ -28,7 +29,8 @@ from engine import eventloop
 log = logging.getLogger("kfusion.bench.capacity")
 
 SERVER_P99_TARGET_MS = 50.0
-CHUNK_MS = 20
+DEFAULT_CHUNK_MS = 20  # what `kfusion stream --mic` and the browser page send
+CHUNK_MS_RANGE = (10, 200)
 SETTLE_S = 1.0  # between trials: let the previous clients' sockets close
 PROBE_BATCH = 32  # speed probe before each trial: model calls of this many rows ...
 PROBE_CALLS = 40  # ... this many times (about 0.1 s)
@@ -57,7 +59,7 @@ def parse_cpus(text: str | None, what: str) -> frozenset[int] | None:
 
 
 async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, client: str,
-                 client_cpus: frozenset[int] | None = None) -> dict:
+                 client_cpus: frozenset[int] | None = None, chunk_ms: int = DEFAULT_CHUNK_MS) -> dict:
     """One server (in this process) under n client streams for `seconds`; verdict and figures."""
     from benchmarks.load_clients import failure_reasons, run_clients, summarize
     from engine.server import LandmarkServer
@@ -69,14 +71,14 @@ async def _trial(session, cfg, n: int, seconds: float, n_procs: int, seed: int, 
     mark: list[float] = []
     try:
         results, client_cpu = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: run_clients(url, n, seconds, n_procs, CHUNK_MS, seed,
+            None, lambda: run_clients(url, n, seconds, n_procs, chunk_ms, seed,
                                       on_go=lambda: mark.extend((time.perf_counter(), _cpu_s())), client=client,
                                       cpus=client_cpus))
     finally:
         wall, cpu = (time.perf_counter() - mark[0], _cpu_s() - mark[1]) if mark else (1.0, 0.0)
         calls, rows = server.batcher.calls, server.batcher.rows
         await server.stop()
-    s = summarize(results, seconds, CHUNK_MS, session.meta.lookahead_ms, SERVER_P99_TARGET_MS)
+    s = summarize(results, seconds, chunk_ms, session.meta.lookahead_ms, SERVER_P99_TARGET_MS)
     reasons = failure_reasons(s, SERVER_P99_TARGET_MS)
     s.update(ok=not reasons, why=reasons, load1_at_start=round(load1, 2),
              server_cpu_share=round(cpu / wall, 3), client_cpu_share=round(client_cpu / wall, 3),
@@ -166,7 +168,7 @@ async def _main(args) -> dict:
                 bar.set_postfix_str(f"{label}: {n} streams")
                 probe = speed_probe_us(session)
                 t = await _trial(session, configs[label], n, args.seconds, args.client_procs, seed=bar.n,
-                                 client=args.client, client_cpus=args.client_cpu_set)
+                                 client=args.client, client_cpus=args.client_cpu_set, chunk_ms=args.chunk_ms)
                 t["speed_probe_us_per_row"] = probe
                 out[label]["trials"][str(n)] = t
                 bar.update(1)
@@ -199,7 +201,7 @@ async def _repeat(args) -> dict:
             for label, cfg in configs.items():
                 probe = speed_probe_us(session)
                 t = await _trial(session, cfg, args.at, args.seconds, args.client_procs, seed=k, client=args.client,
-                                 client_cpus=args.client_cpu_set)
+                                 client_cpus=args.client_cpu_set, chunk_ms=args.chunk_ms)
                 t["speed_probe_us_per_row"] = probe
                 out[label]["trials"].append(t)
                 bar.update(1)
@@ -234,6 +236,9 @@ def add_arguments(p) -> None:
     p.add_argument("--at", type=int, default=0,
                    help="no search: run --repeats trials of this many streams each way, and count the passes")
     p.add_argument("--repeats", type=int, default=5, help="trials per side with --at")
+    p.add_argument("--chunk-ms", type=int, default=DEFAULT_CHUNK_MS,
+                   help="audio per client message, ms: fewer, larger messages cost the server less per stream, "
+                        "and every frame waits for its chunk to fill (the late budget grows with it)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="the server's event loop (the clients use uvloop when installed)")
@@ -254,6 +259,8 @@ def run(args) -> int:
                          f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
     if args.at < 0 or args.repeats < 1:
         raise ValueError(f"--at must be >= 0 (0 = search) and --repeats >= 1, got {args.at} and {args.repeats}")
+    if not CHUNK_MS_RANGE[0] <= args.chunk_ms <= CHUNK_MS_RANGE[1]:
+        raise ValueError(f"--chunk-ms must be in [{CHUNK_MS_RANGE[0]}, {CHUNK_MS_RANGE[1]}] ms, got {args.chunk_ms}")
     if args.model is not None and not Path(args.model).is_file():
         raise FileNotFoundError(f"--model: no ONNX model file at {args.model}")
     server_cpus = parse_cpus(args.server_cpus, "--server-cpus")
@@ -298,7 +305,7 @@ def run(args) -> int:
 
 
 def _settings(args, r: dict) -> dict:
-    return {"seconds": args.seconds, "client_procs": args.client_procs, "chunk_ms": CHUNK_MS, "fps": 30,
+    return {"seconds": args.seconds, "client_procs": args.client_procs, "chunk_ms": args.chunk_ms, "fps": 30,
             "batch_wait_ms": args.batch_wait_ms, "event_loop": eventloop.resolve(args.event_loop),
             "server_p99_target_ms": SERVER_P99_TARGET_MS, "model": r["model_version"],
             "model_path": args.model or "shipped (engine/assets)",

@@ -166,6 +166,14 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "capacity-at96-run4": ("`kfusion bench capacity --at 96 --repeats 3` on the leaner audio path (commit 90f02e7), "
                                  "on a slow stretch of the host,"),
           "capacity-at128-run12": "`kfusion bench capacity --at 128 --repeats 3`, straight after capacity-at96-run4,",
+          "capacity-at128-run13-chunk40": ("`kfusion bench capacity --at 128 --repeats 3 --chunk-ms 40` (clients send 40 ms "
+                                           "of audio per message, half the messages of the default 20 ms),"),
+          "capacity-at128-run14": ("`kfusion bench capacity --at 128 --repeats 3` (20 ms chunks), straight after "
+                                   "capacity-at128-run13-chunk40, as its peer,"),
+          "capacity-run12-chunk40": ("`kfusion bench capacity --start 96 --chunk-ms 40` (40 ms of audio per client "
+                                     "message), straight after capacity-at128-run14,"),
+          "capacity-run13": ("`kfusion bench capacity --start 96` (20 ms chunks), straight after "
+                             "capacity-run12-chunk40, as its peer,"),
           **{f"capacity-at{n}-run10-h200-{when}": (
               f"run 3's pinned set-up (server on core 0, clients on cores 1-7), 2 repeats of {n} streams, {label}; "
               "one lent machine, the two engines alternating at each count,")
@@ -316,7 +324,8 @@ def _capacity_repeat(name: str, d: dict, path: Path) -> list[str]:
     lines += ["", (f"**{d['batched_passed']} of {b['repeats']}** trials of {d['streams']} streams passed batched, "
                    f"{d['peer_unbatched_passed']} of {u['repeats']} with batching off (peer, same run, trials "
                    f"alternating). A trial passes with server p99 <= {_fmt(d['settings']['server_p99_target_ms'])} ms "
-                   "and no frame late, dropped or lost."),
+                   "and no frame late, dropped or lost. Each client message held "
+                   f"{d['settings'].get('chunk_ms', 20)} ms of audio."),
               "", ("| trial | batched: ok, server p50 / p99 ms, late frames, server CPU ms per stream-s | "
                    "unbatched: ok, server p50 / p99 ms, late frames | speed probe us per row (batched) |"),
               "| ---: | --- | --- | ---: |"]
@@ -430,6 +439,9 @@ def capacity_setup(d: dict) -> str:
     cpus = m.get("cpus")
     server, clients = (set(v) if isinstance(v, list) else None for v in (m.get("server_cpus"), m.get("client_cpus")))
     where = f"{cpus}-CPU machine"
+    chunk_ms = d.get("settings", {}).get("chunk_ms", 20)
+    if chunk_ms != 20:
+        where += f", {chunk_ms} ms chunks"
     if server and clients and not server & clients:
         return f"{where}: server alone on {len(server)} CPU(s), clients on {len(clients)} others"
     if server and server == clients:

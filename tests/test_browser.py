@@ -114,6 +114,20 @@ def test_page_resamples_a_48khz_audio_context(server, speech_chrome, fake_mic):
     _assert_mouth_follows_model(speech_chrome, fake_mic[1])
 
 
+def test_page_sends_larger_chunks_when_asked(server, speech_chrome, fake_mic):
+    """?chunkMs=40: half the audio messages of the default 20 ms, the same frames; a bad value is refused."""
+    st = _page_stats(speech_chrome, f"{server.url}/?autostart=1&chunkMs=40", WARMUP_FRAMES + COMPARE_FRAMES)
+    assert st["chunkMs"] == 40
+    assert 24 <= st["frameRate"] <= 36, f"frames arrive at {st['frameRate']:.1f}/s, not at the audio pace"
+    chunks_per_s = st["chunksSent"] / (st["frames"] / FPS)
+    assert 20 <= chunks_per_s <= 30, f"{chunks_per_s:.1f} messages per second of audio, expected 25 at 40 ms"
+    _assert_mouth_follows_model(speech_chrome, fake_mic[1])
+    speech_chrome.navigate(f"{server.url}/?autostart=1&chunkMs=5")
+    st = wait_for(lambda: (s := speech_chrome.evaluate("window.kfusion.stats()"))["phase"] == "error" and s,
+                  20, "the page to refuse chunkMs=5")
+    assert "chunkMs must be a whole number of ms in [10, 200], got '5'" in st["error"] and st["chunksSent"] == 0
+
+
 def test_page_json_output_and_stop(server, speech_chrome):
     st = _page_stats(speech_chrome, f"{server.url}/?autostart=1&output=json", 45)
     assert st["ready"]["output"] == "json" and st["lastIndex"] == st["frames"] - 1

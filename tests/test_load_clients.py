@@ -64,9 +64,9 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     out = tmp_path / "repeat.json"
     model = str(default_model_path())  # --model: the shipped file named explicitly, as a user's own would be
     assert main(["bench", "capacity", "--at", "2", "--repeats", "2", "--seconds", "1.5", "--client-procs", "1",
-                 "--port", str(_free_port()), "--json", str(out), "--model", model]) == 0
+                 "--port", str(_free_port()), "--json", str(out), "--model", model, "--chunk-ms", "40"]) == 0
     res = json.loads(out.read_text())
-    assert res["streams"] == 2 and res["settings"]["repeats"] == 2
+    assert res["streams"] == 2 and res["settings"]["repeats"] == 2 and res["settings"]["chunk_ms"] == 40
     assert res["settings"]["model_path"] == model and res["settings"]["model"].startswith("stream-")
     for side, passed in (("batched", "batched_passed"), ("unbatched", "peer_unbatched_passed")):
         trials = res[side]["trials"]
@@ -85,6 +85,7 @@ def test_capacity_at_a_fixed_count_counts_the_passing_trials_each_way(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2 and all(line.count("ok" if t["ok"] else "FAIL") for line, t in zip(rows, res["batched"]["trials"]))
     assert main(["bench", "capacity", "--at", "2", "--repeats", "0"]) == 2  # a bad count is refused up front
+    assert main(["bench", "capacity", "--at", "2", "--chunk-ms", "5"]) == 2  # and a chunk below 10 ms
     assert main(["bench", "capacity", "--at", "2", "--model", "/no/such/model.onnx"]) == 2  # and a missing model
 
 
@@ -123,3 +124,5 @@ def test_capacity_set_up_in_words():
     assert capacity_setup(run([0, 1], [0, 1])) == "16-CPU machine: server and clients sharing 2 CPUs"
     assert capacity_setup(run("any", "any")) == capacity_setup({"machine": {"cpus": 16}}) \
         == "16-CPU machine: server and clients sharing all its CPUs"
+    larger = {**run("any", "any"), "settings": {"chunk_ms": 40}}  # a chunk size other than the clients' 20 ms is named
+    assert capacity_setup(larger) == "16-CPU machine, 40 ms chunks: server and clients sharing all its CPUs"

@@ -3,8 +3,8 @@
 'use strict';
 
 const SAMPLE_RATE_HZ = 16000;
-const CHUNK_MS = 20;
-const CHUNK_SAMPLES = (SAMPLE_RATE_HZ * CHUNK_MS) / 1000; // 320
+const CHUNK_MS_DEFAULT = 20; // audio per message; ?chunkMs=40 halves the messages (docs/scaling.md)
+const CHUNK_MS_RANGE = [10, 200];
 const PROTOCOL_VERSION = 1;
 const FRAME_MAGIC = 'KFLM';
 const FRAME_HEADER_BYTES = 40;
@@ -18,6 +18,15 @@ const CLOSE_TRY_AGAIN = 1013;
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
+function chunkMs() {
+  const text = params.get('chunkMs');
+  const v = text === null ? CHUNK_MS_DEFAULT : Number(text);
+  if (!Number.isInteger(v) || v < CHUNK_MS_RANGE[0] || v > CHUNK_MS_RANGE[1]) {
+    throw new Error(`chunkMs must be a whole number of ms in [${CHUNK_MS_RANGE[0]}, ${CHUNK_MS_RANGE[1]}], got '${text}'`);
+  }
+  return v;
+}
+
 const S = {
   phase: 'idle', // idle | starting | waiting (to try a full server again) | live | ending | closed | error
   retries: 0, // automatic tries since the user pressed start
@@ -28,6 +37,7 @@ const S = {
   audio: null, // {ctx, media, node, src}
   sendTimes: new Map(), // audio message seq -> performance.now() when sent
   seq: 0,
+  chunkMs: CHUNK_MS_DEFAULT, // audio per message, ms (?chunkMs=)
   droppedBeforeReady: 0,
   frames: 0,
   lastIndex: -1,
@@ -152,7 +162,7 @@ async function startAudio() {
   const src = ctx.createMediaStreamSource(media);
   const node = new AudioWorkletNode(ctx, 'pcm-chunker', {
     numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1, channelCountMode: 'explicit',
-    processorOptions: { chunkSamples: CHUNK_SAMPLES },
+    processorOptions: { chunkSamples: (SAMPLE_RATE_HZ * S.chunkMs) / 1000 },
   });
   node.port.onmessage = (e) => sendChunk(e.data.pcm, e.data.rms);
   src.connect(node);
@@ -247,6 +257,7 @@ async function start(retry = false) {
   const token = params.get('token') || undefined;
   const output = params.get('output') === 'json' ? 'json' : 'binary';
   try {
+    S.chunkMs = chunkMs();
     if (source === 'server') {
       S.ws = await openSocket({ type: 'subscribe', version: PROTOCOL_VERSION, output, token });
     } else {
@@ -317,7 +328,7 @@ window.kfusion = {
     const gaps = S.gaps.map((g) => g[1]);
     return {
       phase: S.phase, error: S.error, ready: S.ready, end: S.endInfo, frames: S.frames, lastIndex: S.lastIndex,
-      chunksSent: S.seq, droppedBeforeReady: S.droppedBeforeReady,
+      chunksSent: S.seq, chunkMs: S.chunkMs, droppedBeforeReady: S.droppedBeforeReady,
       contextRateHz: S.audio ? S.audio.ctx.sampleRate : null,
       latencyP50Ms: percentile(S.latencies, 50), latencyP95Ms: percentile(S.latencies, 95),
       serverP50Ms: percentile(S.serverMs, 50), frameRate: frameRate(),
