@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.load_clients import DEFAULT_CHUNK_MS, add_chunk_ms_argument, check_chunk_ms
 from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.capacity")
 
 SERVER_P99_TARGET_MS = 50.0
-DEFAULT_CHUNK_MS = 20  # what `kfusion stream --mic` and the browser page send
-CHUNK_MS_RANGE = (10, 200)
 SETTLE_S = 1.0  # between trials: let the previous clients' sockets close
 PROBE_BATCH = 32  # speed probe before each trial: model calls of this many rows ...
 PROBE_CALLS = 40  # ... this many times (about 0.1 s)
@@ -236,9 +235,7 @@ def add_arguments(p) -> None:
     p.add_argument("--at", type=int, default=0,
                    help="no search: run --repeats trials of this many streams each way, and count the passes")
     p.add_argument("--repeats", type=int, default=5, help="trials per side with --at")
-    p.add_argument("--chunk-ms", type=int, default=DEFAULT_CHUNK_MS,
-                   help="audio per client message, ms: fewer, larger messages cost the server less per stream, "
-                        "and every frame waits for its chunk to fill (the late budget grows with it)")
+    add_chunk_ms_argument(p)
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--event-loop", dest="event_loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                    help="the server's event loop (the clients use uvloop when installed)")
@@ -259,8 +256,7 @@ def run(args) -> int:
                          f"{args.max}, {args.start}, {args.client_procs}, {args.resolution}, {args.seconds}")
     if args.at < 0 or args.repeats < 1:
         raise ValueError(f"--at must be >= 0 (0 = search) and --repeats >= 1, got {args.at} and {args.repeats}")
-    if not CHUNK_MS_RANGE[0] <= args.chunk_ms <= CHUNK_MS_RANGE[1]:
-        raise ValueError(f"--chunk-ms must be in [{CHUNK_MS_RANGE[0]}, {CHUNK_MS_RANGE[1]}] ms, got {args.chunk_ms}")
+    check_chunk_ms(args.chunk_ms)
     if args.model is not None and not Path(args.model).is_file():
         raise FileNotFoundError(f"--model: no ONNX model file at {args.model}")
     server_cpus = parse_cpus(args.server_cpus, "--server-cpus")

@@ -1,6 +1,6 @@
 """Scale-out across processes: `kfusion serve --workers 2` vs `--workers 1` under the same live load.
 
-Usage: kfusion bench scaleout [--streams 32,64,96,128] [--workers 2] [--seconds 8] [--json out.json]
+Usage: kfusion bench scaleout [--streams 32,64,96,128] [--workers 2] [--seconds 8] [--chunk-ms 20] [--json out.json]
 Both servers run as real `kfusion serve` processes on their own ports; each stream count is tried on one,
 then the other, with real websocket clients sending real speech paced in real time (benchmarks/load_clients.py).
 A trial is within target when the server p99 is <= 50 ms and no frame is late, dropped or lost (the
@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.load_clients import DEFAULT_CHUNK_MS, add_chunk_ms_argument, check_chunk_ms
 from clients.stream_client import server_health
 
 log = logging.getLogger("kfusion.bench.scaleout")
 
 SERVER_P99_TARGET_MS = 50.0  # same target as `kfusion bench capacity`
-CHUNK_MS = 20
 STARTUP_TIMEOUT_S = 120.0
 SETTLE_S = 1.0
 CLK_TCK_HZ = os.sysconf("SC_CLK_TCK")
@@ -77,15 +77,15 @@ class ServerProcess:
 
 
 def _trial(server: ServerProcess, n: int, seconds: float, n_procs: int, seed: int, lookahead_ms: float,
-           client: str) -> dict:
+           client: str, chunk_ms: int = DEFAULT_CHUNK_MS) -> dict:
     from benchmarks.load_clients import failure_reasons, run_clients, summarize
 
     load1 = os.getloadavg()[0]
     mark: list[float] = []
-    results, client_cpu = run_clients(f"ws://127.0.0.1:{server.port}/ws", n, seconds, n_procs, CHUNK_MS, seed,
+    results, client_cpu = run_clients(f"ws://127.0.0.1:{server.port}/ws", n, seconds, n_procs, chunk_ms, seed,
                                       on_go=lambda: mark.extend((time.perf_counter(), server.cpu_s())), client=client)
     wall, cpu = time.perf_counter() - mark[0], server.cpu_s() - mark[1]
-    s = summarize(results, seconds, CHUNK_MS, lookahead_ms, SERVER_P99_TARGET_MS)
+    s = summarize(results, seconds, chunk_ms, lookahead_ms, SERVER_P99_TARGET_MS)
     why = failure_reasons(s, SERVER_P99_TARGET_MS)
     s.update(ok=not why, why=why, load1_at_start=round(load1, 2), server_cpu_share=round(cpu / wall, 3),
              client_cpu_share=round(client_cpu / wall, 3))
@@ -99,6 +99,7 @@ def add_arguments(p) -> None:
     p.add_argument("--client-procs", type=int, default=2, help="client processes (each drives many streams)")
     p.add_argument("--client", default="lean", choices=("lean", "stream"),
                    help="load clients (as `kfusion bench capacity --client`)")
+    add_chunk_ms_argument(p)
     p.add_argument("--port", type=int, default=8794, help="the one-process server; the scaled-out one uses +1")
     p.add_argument("--log-dir", default="/tmp", help="where the servers' logs go")
     p.add_argument("--providers", default="cpu", choices=("cpu", "cuda"),
@@ -116,6 +117,7 @@ def run(args) -> int:
     if args.workers < 2 or args.seconds <= 0 or args.client_procs < 1:
         raise ValueError(f"--workers must be >= 2, --seconds > 0 and --client-procs >= 1, got {args.workers}, "
                          f"{args.seconds}, {args.client_procs}")
+    check_chunk_ms(args.chunk_ms)
     meta = ModelSession(None, "cpu").meta
     load1 = os.getloadavg()[0]
     from benchmarks.machine import cpu_parallel_speedup
@@ -133,7 +135,7 @@ def run(args) -> int:
                 for w, server in servers.items():
                     bar.set_postfix_str(f"{n} streams, {w} worker(s)")
                     t = _trial(server, n, args.seconds, args.client_procs, seed=k, lookahead_ms=meta.lookahead_ms,
-                               client=args.client)
+                               client=args.client, chunk_ms=args.chunk_ms)
                     trials[labels[w]][str(n)] = t
                     log.info("%d worker(s), %d streams: %s (server p99 %s ms) %s", w, n, "ok" if t["ok"] else "FAIL",
                              t["server_ms"]["p99"], "; ".join(t["why"]))
@@ -153,7 +155,7 @@ def run(args) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                     "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup},
         "settings": {"streams": counts, "workers": args.workers, "seconds": args.seconds,
-                     "client_procs": args.client_procs, "providers": args.providers, "chunk_ms": CHUNK_MS,
+                     "client_procs": args.client_procs, "providers": args.providers, "chunk_ms": args.chunk_ms,
                      "server_p99_target_ms": SERVER_P99_TARGET_MS,
                      "model": meta.model_version, "lookahead_ms": meta.lookahead_ms, "client": args.client,
                      "clients": "real websocket streams of real speech paced in real time, on the same CPUs"},

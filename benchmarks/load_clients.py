@@ -16,6 +16,21 @@ DEFAULT_CLIENT_PROCS = 2  # client processes share the server's 2 vCPUs: keep th
 RESULT_TIMEOUT_EXTRA_S = 120.0
 CLIENT_READY_TIMEOUT_S = 120.0
 CLIENTS = ("stream", "lean")
+DEFAULT_CHUNK_MS = 20  # audio per client message: what `kfusion stream --mic` and the browser page send
+CHUNK_MS_RANGE = (10, 200)
+
+
+def check_chunk_ms(chunk_ms: int) -> int:
+    """--chunk-ms of the load benchmarks: a whole number of ms in CHUNK_MS_RANGE, else ValueError."""
+    if not CHUNK_MS_RANGE[0] <= chunk_ms <= CHUNK_MS_RANGE[1]:
+        raise ValueError(f"--chunk-ms must be in [{CHUNK_MS_RANGE[0]}, {CHUNK_MS_RANGE[1]}] ms, got {chunk_ms}")
+    return chunk_ms
+
+
+def add_chunk_ms_argument(p) -> None:
+    p.add_argument("--chunk-ms", type=int, default=DEFAULT_CHUNK_MS,
+                   help="audio per client message, ms: fewer, larger messages cost the server less per stream, "
+                        "and every frame waits for its chunk to fill (the late budget grows with it)")
 
 
 def split_streams(n_streams: int, n_procs: int) -> list[int]:

@@ -143,6 +143,14 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "scaleout-run5": "`kfusion bench scaleout --streams 96,128,160`, with the lean load clients (the default),",
           "scaleout-run8": "`kfusion bench scaleout --streams 96,128` (2026-11-26, straight after capacity-at96-run3),",
           "scaleout-run9": "`kfusion bench scaleout --streams 96,128` again, on the leaner audio path (commit 90f02e7),",
+          "scaleout-run10-chunk40": "`kfusion bench scaleout --streams 96,128 --chunk-ms 40` (40 ms of audio per message),",
+          "scaleout-run11-chunk40": "`kfusion bench scaleout --streams 128,144,160 --chunk-ms 40`, straight after run 10,",
+          "scaleout-run12": "`kfusion bench scaleout --streams 96,128` (20 ms chunks), straight after run 11, as its peer,",
+          **{f"scaleout-run{k}-chunk40": f"`kfusion bench scaleout --streams 128 --chunk-ms 40`, repeat {k - 12} of 3,"
+             for k in (13, 14, 15)},
+          "scaleout-run16-chunk40-30s": "`kfusion bench scaleout --streams 128,136 --seconds 30 --chunk-ms 40`,",
+          **{f"scaleout-run{k}-chunk40-30s": "`kfusion bench scaleout --streams 128 --seconds 30 --chunk-ms 40`,"
+             for k in (17, 18)},
           "capacity-at128-run2": "`kfusion bench capacity --at 128 --repeats 3` (2026-11-26, a fresh session),",
           "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),",
           "capacity-at128-run3-h200-pinned": (

@@ -1,4 +1,4 @@
-"""Tiny runs of `kfusion bench model` and `kfusion bench coldstart`: JSON keys present, timings sane."""
+"""Tiny runs of `kfusion bench` model, coldstart, admission and scaleout: JSON keys present, timings sane."""
 
 from __future__ import annotations
 
@@ -127,3 +127,20 @@ def test_bench_admission_small(tmp_path):
     assert res["unlimited"]["admitted"] == 4 and res["limited"]["admitted"] == 4
     assert res["limited"]["lost"] == 0 and res["limited"]["frames"] == res["limited"]["frames_expected"]
     assert res["settings"]["max_load"] == 1.0 and res["ratio_server_p99_limited_vs_unlimited"] > 0
+
+
+def test_bench_scaleout_small_with_larger_chunks(tmp_path):
+    """Two real `kfusion serve` processes (one worker, two workers), clients sending 40 ms chunks: every frame
+    of every stream arrives on both, and the chunk size reaches the clients (the expected frame count follows
+    it); a chunk size out of range is refused before any server starts."""
+    from engine.cli import main
+    from tests.realdevices import free_port
+
+    res = _bench(tmp_path, "scaleout", "--streams", "4", "--seconds", "1.5", "--client-procs", "1", "--chunk-ms", "40",
+                 "--port", str(free_port()), "--log-dir", str(tmp_path))
+    assert res["settings"]["chunk_ms"] == 40 and set(res["trials"]) == {"workers_1", "workers_2"}
+    for trials in res["trials"].values():
+        t = trials["4"]
+        assert t["n_errors"] == 0 and t["lost"] == 0 and t["frames"] == t["frames_expected"] > 0
+        assert t["late_budget_ms"] == 40 + res["settings"]["lookahead_ms"] + 50
+    assert main(["bench", "scaleout", "--streams", "4", "--chunk-ms", "500"]) == 2
