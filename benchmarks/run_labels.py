@@ -88,6 +88,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "scaleout-run16-chunk40-30s": "`kfusion bench scaleout --streams 128,136 --seconds 30 --chunk-ms 40`,",
           **{f"scaleout-run{k}-chunk40-30s": "`kfusion bench scaleout --streams 128 --seconds 30 --chunk-ms 40`,"
              for k in (17, 18)},
+          "latency-run8-chunk40": "`kfusion bench latency --streams 1,16,64 --chunk-ms 40 --no-startup` (40 ms chunks),",
+          "latency-run9": "`kfusion bench latency --streams 1,16,64 --no-startup` (20 ms chunks), straight after run 8, as its peer,",
           "scaleout-run19-chunk40-120s": "`kfusion bench scaleout --streams 128 --seconds 120 --chunk-ms 40`,",
           "capacity-at128-run2": "`kfusion bench capacity --at 128 --repeats 3` (2026-11-26, a fresh session),",
           "capacity-at96-run3": "`kfusion bench capacity --at 96 --repeats 3` (2026-11-26, straight after capacity-at128-run2),",
