@@ -12,12 +12,14 @@ import os
 
 import numpy as np
 
+# DEFAULT_CHUNK_MS: the audio per message of `kfusion stream` and the browser page, the load clients' default too
+from clients.stream_client import DEFAULT_CHUNK_MS
+
 DEFAULT_CLIENT_PROCS = 2  # client processes share the server's 2 vCPUs: keep them few
 RESULT_TIMEOUT_EXTRA_S = 120.0
 CLIENT_READY_TIMEOUT_S = 120.0
 CLIENTS = ("stream", "lean")
-DEFAULT_CHUNK_MS = 20  # audio per client message: what `kfusion stream --mic` and the browser page send
-CHUNK_MS_RANGE = (10, 200)
+CHUNK_MS_RANGE = (10, 200)  # --chunk-ms of the load benchmarks; the default is `kfusion stream`'s DEFAULT_CHUNK_MS
 
 
 def check_chunk_ms(chunk_ms: int) -> int:

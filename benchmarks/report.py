@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+from benchmarks.load_clients import DEFAULT_CHUNK_MS
 from benchmarks.run_labels import RUN_BY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +209,7 @@ def _capacity_repeat(name: str, d: dict, path: Path) -> list[str]:
                    f"{d['peer_unbatched_passed']} of {u['repeats']} with batching off (peer, same run, trials "
                    f"alternating). A trial passes with server p99 <= {_fmt(d['settings']['server_p99_target_ms'])} ms "
                    "and no frame late, dropped or lost. Each client message held "
-                   f"{d['settings'].get('chunk_ms', 20)} ms of audio."),
+                   f"{d['settings'].get('chunk_ms', DEFAULT_CHUNK_MS)} ms of audio."),
               "", ("| trial | batched: ok, server p50 / p99 ms, late frames, server CPU ms per stream-s | "
                    "unbatched: ok, server p50 / p99 ms, late frames | speed probe us per row (batched) |"),
               "| ---: | --- | --- | ---: |"]
@@ -322,8 +323,8 @@ def capacity_setup(d: dict) -> str:
     cpus = m.get("cpus")
     server, clients = (set(v) if isinstance(v, list) else None for v in (m.get("server_cpus"), m.get("client_cpus")))
     where = f"{cpus}-CPU machine"
-    chunk_ms = d.get("settings", {}).get("chunk_ms", 20)
-    if chunk_ms != 20:
+    chunk_ms = d.get("settings", {}).get("chunk_ms", DEFAULT_CHUNK_MS)
+    if chunk_ms != DEFAULT_CHUNK_MS:
         where += f", {chunk_ms} ms chunks"
     if server and clients and not server & clients:
         return f"{where}: server alone on {len(server)} CPU(s), clients on {len(clients)} others"
