@@ -267,13 +267,14 @@ def run(args) -> int:
     log.setLevel(logging.INFO)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load1 = os.getloadavg()[0]
-    from benchmarks.machine import cpu_parallel_speedup
+    from benchmarks.machine import cpu_description, cpu_parallel_speedup, loopback_message_us
 
     speedup = cpu_parallel_speedup(2)  # how much of the second vCPU this shared host gives right now
     if server_cpus:
         os.sched_setaffinity(0, server_cpus)  # the clients are spawned from here, then moved to theirs
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                "python": platform.python_version(), "cpu_parallel_speedup_2_procs": speedup,
+               "cpu": cpu_description(), "loopback_message_us": loopback_message_us(),
                "server_cpus": sorted(server_cpus) if server_cpus else "any",
                "client_cpus": sorted(args.client_cpu_set) if args.client_cpu_set else "any"}
     if args.at:
@@ -282,6 +283,7 @@ def run(args) -> int:
     b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
     best = r["batched"]["trials"].get(str(b), {}) if b else {}
     out = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine,
         "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, **_settings(args, r)},
         "capacity_streams": b,
@@ -314,7 +316,8 @@ def _settings(args, r: dict) -> dict:
 
 def _report_repeat(args, machine: dict, r: dict) -> int:
     b, u = r["batched"], r["unbatched"]
-    out = {"machine": machine, "settings": {"at": args.at, "repeats": args.repeats, **_settings(args, r)},
+    out = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+           "settings": {"at": args.at, "repeats": args.repeats, **_settings(args, r)},
            "streams": args.at, "batched_passed": b["passed"], "peer_unbatched_passed": u["passed"],
            "pass_rate_batched": round(b["passed"] / b["repeats"], 3),
            "pass_rate_unbatched": round(u["passed"] / u["repeats"], 3),

@@ -265,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     results: dict = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": _machine(),
         "settings": {
             "runs": args.runs,

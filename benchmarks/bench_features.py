@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     aot_in = statistics.median(i for _, i in aot)
 
     results = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpu": _machine(), "numpy": np.__version__, "numba": numba.__version__,
                     "librosa": librosa.__version__},
         "settings": {"seconds": args.seconds, "hops": n_hops, "feature_version": F.FEATURE_VERSION,

@@ -274,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         return lm.numpy(), st.numpy()
 
     results = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": _machine(),
         "model": str(session.path),
         "model_version": meta.model_version,

@@ -120,9 +120,10 @@ def run(args) -> int:
     check_chunk_ms(args.chunk_ms)
     meta = ModelSession(None, "cpu").meta
     load1 = os.getloadavg()[0]
-    from benchmarks.machine import cpu_parallel_speedup
+    from benchmarks.machine import cpu_description, cpu_parallel_speedup, loopback_message_us
 
     speedup = cpu_parallel_speedup(args.workers)  # what a second (third, ...) process can get here right now
+    host = {"cpu": cpu_description(), "loopback_message_us": loopback_message_us()}
     labels = {1: "workers_1", args.workers: f"workers_{args.workers}"}
     trials: dict[str, dict] = {label: {} for label in labels.values()}
     servers = {}
@@ -153,7 +154,8 @@ def run(args) -> int:
         "benchmark": "scaleout",
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
-                    "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup},
+                    "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup,
+                    **host},
         "settings": {"streams": counts, "workers": args.workers, "seconds": args.seconds,
                      "client_procs": args.client_procs, "providers": args.providers, "chunk_ms": args.chunk_ms,
                      "server_p99_target_ms": SERVER_P99_TARGET_MS,

@@ -1,17 +1,28 @@
-"""How much parallel CPU this (shared, virtual) machine gives right now: the work of `procs` busy Python
-processes against one, run side by side. 2 vCPUs can give anything from about 1.1 to 2 times.
+"""What this (shared, virtual) machine gives right now, printed with the load benchmarks' results.
 
-    speedup = cpu_parallel_speedup(procs=2)   # e.g. 1.63
+    speedup = cpu_parallel_speedup(procs=2)   # e.g. 1.63: 2 vCPUs can give anything from about 1.1 to 2 times one
+    us = loopback_message_us()                # e.g. 14.2: one small message through the kernel's loopback TCP
+    cpu = cpu_description()                   # e.g. {"model": "AMD EPYC", "threads_per_core": 1}
+
+Two machines of the same kind can differ by 2x in streams carried (docs/scaling.md); the figures above
+say which kind of host a result came from.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import socket
 import statistics
 import time
+from pathlib import Path
 
 PROBE_SECONDS = 0.2  # one busy segment
 PROBE_ROUNDS = 9  # alone / together / alone triples; the median ratio is reported
+LOOPBACK_MESSAGE_BYTES = 1_300  # about one 40 ms int16 chunk or two landmark frames, as a websocket message
+LOOPBACK_MESSAGES = 400  # per round
+LOOPBACK_ROUNDS = 7  # the median round is reported
+LOOPBACK_MAX_BYTES = 64 * 1024  # one message must fit the socket buffers: the probe sends before it reads
 
 
 def _worker(conn) -> None:
@@ -62,3 +73,54 @@ def cpu_parallel_speedup(procs: int = 2, seconds: float = PROBE_SECONDS, rounds:
         for w in workers:
             w.join(10)
     return round(statistics.median(ratios), 2)
+
+
+def loopback_message_us(n_bytes: int = LOOPBACK_MESSAGE_BYTES, messages: int = LOOPBACK_MESSAGES,
+                        rounds: int = LOOPBACK_ROUNDS) -> float:
+    """Microseconds of this process's time for one message of n_bytes sent and received over loopback TCP.
+
+    One process, one connection: send a message, read it back on the other end, repeat. That is the kernel's
+    share of every audio message a server reads and every frame it writes (system calls and the TCP stack),
+    which is where hosts of the same kind were seen to differ. Median over `rounds` rounds of `messages`.
+    """
+    if not 1 <= n_bytes <= LOOPBACK_MAX_BYTES or messages < 1 or rounds < 1:
+        raise ValueError(f"n_bytes must be in [1, {LOOPBACK_MAX_BYTES}], messages and rounds >= 1, got {n_bytes}, "
+                         f"{messages} and {rounds}")
+    payload = bytes(n_bytes)
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()[:2]) as a:
+        b, _ = server.accept()
+        with b:
+            for s in (a, b):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            per_round = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for _ in range(messages):
+                    a.sendall(payload)
+                    got = 0
+                    while got < n_bytes:
+                        got += len(b.recv(n_bytes - got))
+                per_round.append((time.perf_counter() - t0) / messages * 1e6)
+    return round(statistics.median(per_round), 2)
+
+
+def cpu_description() -> dict:
+    """The CPU model name and how many hardware threads share a core (2: the vCPUs may be one core's siblings)."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = None
+    siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+    try:
+        spec = siblings.read_text().strip()
+        threads = sum(int(b) - int(a) + 1 if "-" in part else 1
+                      for part in spec.split(",") for a, _, b in [part.partition("-")])
+    except (OSError, ValueError):
+        pass
+    return {"model": model, "threads_per_core": threads, "cpus": os.cpu_count()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from pathlib import Path
 
 from benchmarks.load_clients import DEFAULT_CHUNK_MS
@@ -60,8 +59,9 @@ def _walk(d, path=()):
 
 def _machine(d) -> str:
     m = d.get("machine")
-    if isinstance(m, dict):
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in m.items())
+    if isinstance(m, dict):  # nested dicts (the CPU's description) one level down: "cpu model AMD EPYC"
+        return ", ".join(f"{k} {_fmt(v)}" if not isinstance(v, dict) else
+                         ", ".join(f"{k} {k2} {_fmt(v2)}" for k2, v2 in v.items()) for k, v in m.items())
     return _fmt(m)
 
 
@@ -73,7 +73,8 @@ def _settings(d) -> str:
 
 
 def _head(name: str, d: dict, path: Path) -> list[str]:
-    date = d.get("date_utc") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+    # the run's own record, never the file's time: a clone gives every file the checkout's time
+    date = d.get("date_utc") or "an unrecorded date"
     how = RUN_BY.get(name, f"`kfusion bench {name}`")
     return [f"## Benchmark: {name}", "", f"{how} on {date} (results: `benchmarks/results/{path.name}`).",
             "", f"- Machine: {_machine(d)}", f"- Settings: {_settings(d)}"]

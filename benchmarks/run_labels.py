@@ -19,6 +19,10 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                                           "sampling its load and dropping refused clients' audio"),
           "soak-run10": SOAK_RUN.format("soak-run10.json") + (", run a tenth time (2026-11-26) after the leaner audio "
                                                             "path (commit 90f02e7: the per-stream hop store)"),
+          "soak-run11-128lean": ("The soak test at 128 streams with the lean load clients (`KFUSION_SOAK_S=600 "
+                                 "KFUSION_SOAK_STREAMS=128 KFUSION_SOAK_CLIENT=lean KFUSION_SOAK_JSON=benchmarks/results/"
+                                 "soak-run11-128lean.json pytest -m slow tests/test_soak.py`), on the fresh build "
+                                 "machine of capacity-run14,"),
           "admission-run1": "`kfusion bench admission` (run 1 of 3, minutes before `admission.json`, same code)",
           "admission-run3": "`kfusion bench admission --max-load 0.95` (after runs 1 and 2, which used 0.85)",
           "capacity-run2": "`kfusion bench capacity --start 64`, run again after the feature-kernel speed-up,",
@@ -122,6 +126,17 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                      "message), straight after capacity-at128-run14,"),
           "capacity-run13": ("`kfusion bench capacity --start 96` (20 ms chunks), straight after "
                              "capacity-run12-chunk40, as its peer,"),
+          "capacity-run14": ("`kfusion bench capacity` (the default search, 20 ms chunks), on a "
+                             "fresh build machine of the same kind (kernel build fc-v657 where the earlier runs had "
+                             "fc-v782; AMD EPYC, one thread per core; speed probe 25-61 us per row),"),
+          "capacity-run15-chunk40": ("`kfusion bench capacity --start 128 --chunk-ms 40` on the same fresh build machine "
+                                     "as capacity-run14, an hour later (a slower stretch by the end: a pure-Python "
+                                     "loop took 2.04 s against 1.27 s before the run),"),
+          "latency-run10": "`kfusion bench latency` (2026-11-26, on the fresh build machine of capacity-run14),",
+          "scaleout-run21-30s": ("`kfusion bench scaleout --streams 128,160 --seconds 30` (20 ms chunks), on the fresh "
+                                 "build machine of capacity-run14,"),
+          "capacity-at128-run15-30s": ("`kfusion bench capacity --at 128 --repeats 5 --seconds 30` (20 ms chunks), "
+                                       "straight after capacity-run14 on the same machine,"),
           **{f"capacity-at{n}-run10-h200-{when}": (
               f"run 3's pinned set-up (server on core 0, clients on cores 1-7), 2 repeats of {n} streams, {label}; "
               "one lent machine, the two engines alternating at each count,")

@@ -91,3 +91,32 @@ def test_quality_bench_takes_the_lookahead_sweep_in_order_and_the_report_shows_i
     text = out.read_text()
     assert "- Machine: cpus 2" in text and "Recipe: one fine-tune per lookahead" in text
     assert "| 80 | 102 | 3.03 | 0.96 | 2.8 / 6.1 / 6.3 | 0.44 | 0 | la80.onnx |" in text
+
+
+def test_every_stored_result_carries_its_date_so_the_report_ignores_file_times(tmp_path):
+    """A clone gives every file the checkout's time: RESULTS.md must come out the same whatever the mtimes."""
+    import os
+    import shutil
+
+    from benchmarks.report import RESULTS_DIR
+
+    stored = sorted(RESULTS_DIR.glob("*.json"))
+    assert stored, f"no stored results in {RESULTS_DIR}"
+    undated = [p.name for p in stored if "date_utc" not in json.loads(p.read_text())]
+    assert not undated, f"results without date_utc (the report would print a file time for them): {undated}"
+
+    picked = [p for p in stored if p.stem in ("capacity", "coldstart", "features", "model")]
+    assert len(picked) == 4  # the four benchmarks that once wrote no date of their own
+    for k, when in enumerate((1_000_000_000, 2_000_000_000)):  # 2001 and 2033
+        results = tmp_path / f"results{k}"
+        results.mkdir()
+        for p in picked:
+            shutil.copy(p, results / p.name)
+            os.utime(results / p.name, (when, when))
+        out = tmp_path / f"RESULTS{k}.md"
+        out.write_text("# Results\n")
+        build(results, out, tmp_path / f"images{k}")
+    first, second = (tmp_path / "RESULTS0.md").read_text(), (tmp_path / "RESULTS1.md").read_text()
+    assert first.replace("images0", "images1") == second.replace("images0", "images1")
+    for p in picked:
+        assert f"on {json.loads(p.read_text())['date_utc']} (results: `benchmarks/results/{p.name}`)" in first

@@ -3,8 +3,8 @@
 Server RSS may grow <= 5% after warm-up (which lasts at least until its bounded frame log is full), no frame
 may be lost, dropped or refused, frames must keep up with real time (<= 0.1% late), and the p99 latency
 (server-side and audio-to-arrival) of the last window must match the first.
-Run: KFUSION_SOAK_S=120 [KFUSION_SOAK_STREAMS=64] [KFUSION_SOAK_JSON=benchmarks/results/soak.json]
-     .venv/bin/pytest -m slow tests/test_soak.py -s
+Run: KFUSION_SOAK_S=120 [KFUSION_SOAK_STREAMS=64] [KFUSION_SOAK_CLIENT=stream|lean]
+     [KFUSION_SOAK_JSON=benchmarks/results/soak.json] .venv/bin/pytest -m slow tests/test_soak.py -s
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from realdevices import KfusionServer
 
 SOAK_S = float(os.environ.get("KFUSION_SOAK_S", "600"))
 SOAK_STREAMS = int(os.environ.get("KFUSION_SOAK_STREAMS", "64"))
+# the load clients (benchmarks/load_clients.CLIENTS): `kfusion stream`'s own, or the lean ones of the capacity
+# benchmark, which leave more of the shared CPUs to the server (for a soak at capacity-sized stream counts)
+SOAK_CLIENT = os.environ.get("KFUSION_SOAK_CLIENT", "stream")
 FPS = 30
 CHUNK_MS = 20
 RSS_PERIOD_S = 2.0
@@ -77,7 +80,7 @@ def test_soak_memory_frames_and_latency_stay_steady(tmp_path):
         sampler.start()
         try:
             results, client_cpu_s = run_clients(f"ws://127.0.0.1:{srv.port}/ws", SOAK_STREAMS, SOAK_S, n_procs=2,
-                                                chunk_ms=CHUNK_MS, seed=7, on_go=on_go)
+                                                chunk_ms=CHUNK_MS, seed=7, on_go=on_go, client=SOAK_CLIENT)
         finally:
             done.set()
             started.set()
@@ -115,7 +118,8 @@ def test_soak_memory_frames_and_latency_stay_steady(tmp_path):
         report["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
         report["settings"] = {"streams": SOAK_STREAMS, "seconds": SOAK_S, "chunk_ms": CHUNK_MS,
-                              "late_budget_ms": LATE_BUDGET_MS, "client_procs": 2}
+                              "late_budget_ms": LATE_BUDGET_MS, "client_procs": 2,
+                              "client": SOAK_CLIENT}
         report["verdict"] = {"rss_growth_ok": rss_end <= (1 + RSS_GROWTH_MAX) * rss_warm,
                              "no_frame_lost": s["lost"] == 0 and s["dropped"] == 0,
                              "p99_steady": p99_last <= P99_STEADY_FACTOR * p99_first + P99_STEADY_SLACK_MS,
