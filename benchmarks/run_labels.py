@@ -19,6 +19,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                                           "sampling its load and dropping refused clients' audio"),
           "soak-run10": SOAK_RUN.format("soak-run10.json") + (", run a tenth time (2026-11-26) after the leaner audio "
                                                             "path (commit 90f02e7: the per-stream hop store)"),
+          "soak-run12": SOAK_RUN.format("soak-run12.json") + (", run a twelfth time (64 streams, the default "
+                                                            "clients) on the fresh build machine of capacity-run14"),
           "soak-run11-128lean": ("The soak test at 128 streams with the lean load clients (`KFUSION_SOAK_S=600 "
                                  "KFUSION_SOAK_STREAMS=128 KFUSION_SOAK_CLIENT=lean KFUSION_SOAK_JSON=benchmarks/results/"
                                  "soak-run11-128lean.json pytest -m slow tests/test_soak.py`), on the fresh build "
@@ -126,6 +128,8 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                      "message), straight after capacity-at128-run14,"),
           "capacity-run13": ("`kfusion bench capacity --start 96` (20 ms chunks), straight after "
                              "capacity-run12-chunk40, as its peer,"),
+          "capacity-at128-run16-30s": ("`kfusion bench capacity --at 128 --repeats 5 --seconds 30` again, after "
+                                       "scaleout-run21-30s and capacity-run15-chunk40 on the same machine,"),
           "capacity-run14": ("`kfusion bench capacity` (the default search, 20 ms chunks), on a "
                              "fresh build machine of the same kind (kernel build fc-v657 where the earlier runs had "
                              "fc-v782; AMD EPYC, one thread per core; speed probe 25-61 us per row),"),
