@@ -24,12 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.load_clients import DEFAULT_CHUNK_MS, add_chunk_ms_argument, check_chunk_ms
+from benchmarks.load_clients import (
+    DEFAULT_CHUNK_MS,
+    SERVER_P99_TARGET_MS,
+    add_chunk_ms_argument,
+    check_chunk_ms,
+)
 from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.capacity")
 
-SERVER_P99_TARGET_MS = 50.0
 SETTLE_S = 1.0  # between trials: let the previous clients' sockets close
 PROBE_BATCH = 32  # speed probe before each trial: model calls of this many rows ...
 PROBE_CALLS = 40  # ... this many times (about 0.1 s)

@@ -18,12 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.load_clients import DEFAULT_CHUNK_MS, add_chunk_ms_argument, check_chunk_ms
+from benchmarks.load_clients import (
+    DEFAULT_CHUNK_MS,
+    SERVER_P99_TARGET_MS,
+    add_chunk_ms_argument,
+    check_chunk_ms,
+)
 from clients.stream_client import server_health
 
 log = logging.getLogger("kfusion.bench.scaleout")
 
-SERVER_P99_TARGET_MS = 50.0  # same target as `kfusion bench capacity`
 STARTUP_TIMEOUT_S = 120.0
 SETTLE_S = 1.0
 CLK_TCK_HZ = os.sysconf("SC_CLK_TCK")

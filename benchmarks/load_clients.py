@@ -20,6 +20,9 @@ RESULT_TIMEOUT_EXTRA_S = 120.0
 CLIENT_READY_TIMEOUT_S = 120.0
 CLIENTS = ("stream", "lean")
 CHUNK_MS_RANGE = (10, 200)  # --chunk-ms of the load benchmarks; the default is `kfusion stream`'s DEFAULT_CHUNK_MS
+# the load benchmarks' target (capacity, scaleout, admission): a trial passes with the server p99 at most this and no
+# frame dropped, lost or late, a frame being late past chunk + lookahead + this much audio lag
+SERVER_P99_TARGET_MS = 50.0
 
 
 def check_chunk_ms(chunk_ms: int) -> int:
