@@ -48,12 +48,11 @@ def parse_cpus(text: str | None, what: str) -> frozenset[int] | None:
     """'0', '1-7' or '0,2-3' -> CPU numbers this process may use; None or '' -> None (no pinning)."""
     if not text:
         return None
+    from benchmarks.machine import cpu_list
+
     allowed = os.sched_getaffinity(0)
-    cpus: set[int] = set()
     try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
+        cpus = cpu_list(text)
     except ValueError:
         raise ValueError(f"{what}: expected CPU numbers like 0, 1-7 or 0,2-3, got {text!r}") from None
     if not cpus or not cpus <= allowed:

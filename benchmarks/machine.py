@@ -105,6 +105,15 @@ def loopback_message_us(n_bytes: int = LOOPBACK_MESSAGE_BYTES, messages: int = L
     return round(statistics.median(per_round), 2)
 
 
+def cpu_list(text: str) -> set[int]:
+    """A Linux CPU list ('0', '1-7', '0,2-3', as in /sys and taskset) -> its CPU numbers; ValueError if malformed."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def cpu_description() -> dict:
     """The CPU model name and how many hardware threads share a core (2: the vCPUs may be one core's siblings)."""
     model = None
@@ -118,9 +127,7 @@ def cpu_description() -> dict:
     threads = None
     siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
     try:
-        spec = siblings.read_text().strip()
-        threads = sum(int(b) - int(a) + 1 if "-" in part else 1
-                      for part in spec.split(",") for a, _, b in [part.partition("-")])
+        threads = len(cpu_list(siblings.read_text().strip()))
     except (OSError, ValueError):
         pass
     return {"model": model, "threads_per_core": threads, "cpus": os.cpu_count()}
