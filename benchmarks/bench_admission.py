@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.load_clients import SERVER_P99_TARGET_MS
+from benchmarks.machine import run_date_utc
 
 log = logging.getLogger("kfusion.bench.admission")
 
@@ -91,7 +92,7 @@ def run(args) -> int:
              if lim.get("server_ms", {}).get("p99") and peer.get("server_ms", {}).get("p99") else None)
     out = {
         "benchmark": "admission",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                     "python": platform.python_version()},
         "settings": {"max_load": args.max_load, "streams": args.streams, "per_wave": args.per_wave,

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from benchmarks.machine import run_date_utc
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PLOT = REPO / "docs" / "images" / "articulation.png"
 PEER = "loudness_regressor"
@@ -199,7 +201,7 @@ def run(args) -> int:
                      "fps": fps, "closed_gap_pct": CLOSED_GAP_PCT, "open_gap_pct": OPEN_GAP_PCT,
                      "targets": {"closed_fraction": TARGET_CLOSED_FRACTION, "opened_fraction": TARGET_OPENED_FRACTION,
                                  "separation": TARGET_SEPARATION}},
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "info": info,
         "peer": PEER,
         "models": models,

@@ -30,6 +30,7 @@ from benchmarks.load_clients import (
     add_chunk_ms_argument,
     check_chunk_ms,
 )
+from benchmarks.machine import run_date_utc
 from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.capacity")
@@ -286,7 +287,7 @@ def run(args) -> int:
     b, u = r["batched"]["capacity"], r["unbatched"]["capacity"]
     best = r["batched"]["trials"].get(str(b), {}) if b else {}
     out = {
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": machine,
         "settings": {"max": args.max, "start": args.start, "resolution": args.resolution, **_settings(args, r)},
         "capacity_streams": b,
@@ -319,7 +320,7 @@ def _settings(args, r: dict) -> dict:
 
 def _report_repeat(args, machine: dict, r: dict) -> int:
     b, u = r["batched"], r["unbatched"]
-    out = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+    out = {"date_utc": run_date_utc(), "machine": machine,
            "settings": {"at": args.at, "repeats": args.repeats, **_settings(args, r)},
            "streams": args.at, "batched_passed": b["passed"], "peer_unbatched_passed": u["passed"],
            "pass_rate_batched": round(b["passed"] / b["repeats"], 3),

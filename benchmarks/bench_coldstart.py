@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import run_date_utc
 from engine import kernel_build
 from engine.cache import cache_dir
 
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     results: dict = {
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": _machine(),
         "settings": {
             "runs": args.runs,

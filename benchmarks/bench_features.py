@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import run_date_utc
 from engine.cache import cache_dir
 
 TEXT = (
@@ -248,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     aot_in = statistics.median(i for _, i in aot)
 
     results = {
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": {"cpu": _machine(), "numpy": np.__version__, "numba": numba.__version__,
                     "librosa": librosa.__version__},
         "settings": {"seconds": args.seconds, "hops": n_hops, "feature_version": F.FEATURE_VERSION,

@@ -23,6 +23,7 @@ import urllib.request
 import numpy as np
 
 from benchmarks.load_clients import pcts
+from benchmarks.machine import run_date_utc
 from engine import eventloop
 
 log = logging.getLogger("kfusion.bench.latency")
@@ -279,7 +280,7 @@ def run(args) -> int:
         print(json.dumps(short), flush=True)
     out = {
         "benchmark": "latency",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                     "python": platform.python_version()},
         "settings": {"streams": counts, "seconds": args.seconds, "chunk_ms": args.chunk_ms,

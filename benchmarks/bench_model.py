@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks.machine import run_date_utc
 from engine.cache import cache_dir
 
 TRAIN_DIR = cache_dir("train")
@@ -274,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         return lm.numpy(), st.numpy()
 
     results = {
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": _machine(),
         "model": str(session.path),
         "model_version": meta.model_version,

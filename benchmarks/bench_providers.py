@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from benchmarks.load_clients import pcts
+from benchmarks.machine import run_date_utc
 
 BATCHES = (1, 8, 32, 128, 512, 2048)
 WARMUP_CALLS = 10
@@ -90,7 +91,7 @@ def run(args) -> int:
     cuda_load_s = time.perf_counter() - t0
     out = {
         "benchmark": "providers",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "onnxruntime": ort.__version__, "gpu": _gpu_name()},
         "settings": {"batches": list(batches), "model": cpu.meta.model_version, "cpu_threads": 1,

@@ -48,10 +48,10 @@ def _per_clip(per_clip: dict, name: str) -> dict:
 
 def run(args) -> int:
     import os
-    import time
 
     import numpy as np
 
+    from benchmarks.machine import run_date_utc
     from engine.session import default_model_path
     from export.baselines import still_face
     from export.data.pack import PACK_DIR, load_segments, reference_shape
@@ -97,7 +97,7 @@ def run(args) -> int:
     _plot(points, peer, Path(args.plot))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        out = {"machine": machine, "settings": settings, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        out = {"machine": machine, "settings": settings, "date_utc": run_date_utc(),
                "split": args.split, "clips": len(per_clip), "static_face_mouth_ld": peer,
                "static_face_mouth_ld_per_clip": _per_clip(per_clip, "static_face"), "points": points}
         if recipe:

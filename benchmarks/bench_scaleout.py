@@ -24,6 +24,7 @@ from benchmarks.load_clients import (
     add_chunk_ms_argument,
     check_chunk_ms,
 )
+from benchmarks.machine import run_date_utc
 from clients.stream_client import server_health
 
 log = logging.getLogger("kfusion.bench.scaleout")
@@ -156,7 +157,7 @@ def run(args) -> int:
                  for n in counts if p99[labels[1]][n] and p99[labels[args.workers]][n]}
     out = {
         "benchmark": "scaleout",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date_utc": run_date_utc(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load1_at_start": round(load1, 2),
                     "python": platform.python_version(), f"cpu_parallel_speedup_{args.workers}_procs": speedup,
                     **host},

@@ -1,8 +1,9 @@
-"""What this (shared, virtual) machine gives right now, printed with the load benchmarks' results.
+"""What this (shared, virtual) machine gives right now, printed with the load benchmarks' results, and when.
 
     speedup = cpu_parallel_speedup(procs=2)   # e.g. 1.63: 2 vCPUs can give anything from about 1.1 to 2 times one
     us = loopback_message_us()                # e.g. 14.2: one small message through the kernel's loopback TCP
     cpu = cpu_description()                   # e.g. {"model": "AMD EPYC", "threads_per_core": 1}
+    when = run_date_utc()                     # e.g. "2026-11-26 10:40 UTC": every result's `date_utc`
 
 Two machines of the same kind can differ by 2x in streams carried (docs/scaling.md); the figures above
 say which kind of host a result came from.
@@ -17,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+RUN_DATE_FORMAT = "%Y-%m-%d %H:%M UTC"  # `date_utc` of every stored result; benchmarks/report.py prints it
 PROBE_SECONDS = 0.2  # one busy segment
 PROBE_ROUNDS = 9  # alone / together / alone triples; the median ratio is reported
 LOOPBACK_MESSAGE_BYTES = 1_300  # about one 40 ms int16 chunk or two landmark frames, as a websocket message
@@ -131,3 +133,8 @@ def cpu_description() -> dict:
     except (OSError, ValueError):
         pass
     return {"model": model, "threads_per_core": threads, "cpus": os.cpu_count()}
+
+
+def run_date_utc() -> str:
+    """Now, as every benchmark result records it (`date_utc`): the report prints this, never a file's time."""
+    return time.strftime(RUN_DATE_FORMAT, time.gmtime())

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from realdevices import KfusionServer
 
+from benchmarks.machine import run_date_utc
+
 SOAK_S = float(os.environ.get("KFUSION_SOAK_S", "600"))
 SOAK_STREAMS = int(os.environ.get("KFUSION_SOAK_STREAMS", "64"))
 # the load clients (benchmarks/load_clients.CLIENTS): `kfusion stream`'s own, or the lean ones of the capacity
@@ -115,7 +117,7 @@ def test_soak_memory_frames_and_latency_stay_steady(tmp_path):
     if os.environ.get("KFUSION_SOAK_JSON"):  # e.g. benchmarks/results/soak.json, for RESULTS.md
         import platform
 
-        report["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        report["date_utc"] = run_date_utc()
         report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
         report["settings"] = {"streams": SOAK_STREAMS, "seconds": SOAK_S, "chunk_ms": CHUNK_MS,
                               "late_budget_ms": LATE_BUDGET_MS, "client_procs": 2,
