@@ -1,11 +1,14 @@
 """Articulation on speech no model heard: do the lips close on p, b, m and open on open vowels?
 
-Sentences written for this benchmark (not from the synth generator) are spoken by espeak-ng voice
-variants that no training corpus used; espeak-ng's phoneme events give exact phone times. Each model's
-inner-lip gap is read at every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
+Sentences written for this benchmark (not from the synth generator) are spoken by voices no training
+corpus used: espeak-ng voice variants (`--engine espeak`, the default; its phoneme events give exact phone
+times), or flite's held-out voice (`--engine flite`: a CMU ARCTIC speaker, `flite -psdur` gives the
+times), a synthesiser whose other voices the model may have heard. Each model's inner-lip gap is read at
+every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
-Usage: kfusion bench articulation [--model ONNX] [--offline-ckpt CKPT] [--json PATH] [--plot PNG]
+Usage: kfusion bench articulation [--engine espeak|flite] [--model ONNX] [--offline-ckpt CKPT] [--json PATH]
+       [--plot PNG]
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from benchmarks.machine import run_date_utc
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PLOT = REPO / "docs" / "images" / "articulation.png"
+PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png"}  # in docs/images, by --engine
 PEER = "loudness_regressor"
 # espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
 # time), each paired with one of the training accents in turn.
@@ -51,17 +54,24 @@ SENTENCES = (
     "Mabel hopes to buy a top hat in Bombay.",
 )
 VOICES_PER_SENTENCE = 2
+ENGINES = ("espeak", "flite")
+# flite's held-out voice, spoken twice per sentence: as it is, and 10 % slower and 3 semitones higher.
+FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from export.evaluate import DEFAULT_OFFLINE_CKPT
 
+    p.add_argument("--engine", choices=ENGINES, default="espeak",
+                   help="who speaks: espeak-ng variants no corpus used, or flite's held-out voice")
     p.add_argument("--model", default=None, help="streaming ONNX model (default: the shipped one)")
     p.add_argument("--offline-ckpt", default=str(DEFAULT_OFFLINE_CKPT),
                    help="bidirectional checkpoint, scored as `offline` when the file exists")
     p.add_argument("--sentences", type=int, default=len(SENTENCES),
                    help=f"score only the first N of the {len(SENTENCES)} sentences (quick checks)")
-    p.add_argument("--plot", default=str(DEFAULT_PLOT), help="where to write the gap-trace picture")
+    p.add_argument("--plot", default=None,
+                   help="where to write the gap-trace picture ('' = none; default docs/images/" + PLOT_NAME["espeak"]
+                        + ", or " + PLOT_NAME["flite"] + " with --engine flite)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
@@ -98,6 +108,25 @@ def held_out_speech(sentences=SENTENCES, voices_per_sentence: int = VOICES_PER_S
     for req in tqdm(reqs, desc="espeak-ng held-out speech", unit="utt"):
         (audio, phones), = espeak.synthesize([req])
         out.append({"text": req.text, "voice": req.voice, "audio": audio, "phones": phones})
+    return out
+
+
+def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
+    """[{text, voice, audio, phones}]: every sentence in each FLITE_RENDITIONS of flite's held-out voice(s)."""
+    from tqdm import tqdm
+
+    from export.synth import flite
+
+    if set(flite.HELD_OUT_VOICES) & set(flite.TRAIN_VOICES) or not flite.HELD_OUT_VOICES:
+        raise ValueError(f"flite.HELD_OUT_VOICES {flite.HELD_OUT_VOICES} must be non-empty and outside TRAIN_VOICES")
+    reqs = [flite.FliteRequest(text, voice, stretch, semis) for text in sentences for voice in flite.HELD_OUT_VOICES
+            for stretch, semis in FLITE_RENDITIONS]
+    out = []
+    for req in tqdm(reqs, desc="flite held-out speech", unit="utt"):
+        audio, phones = flite.say(req)
+        voice = req.voice if (req.duration_stretch, req.pitch_semitones) == FLITE_RENDITIONS[0] else \
+            f"{req.voice} (x{req.duration_stretch:g} slower, {req.pitch_semitones:+g} st)"
+        out.append({"text": req.text, "voice": voice, "audio": audio, "phones": phones})
     return out
 
 
@@ -180,7 +209,10 @@ def run(args) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     fps = 30
     t0 = time.perf_counter()
-    speech = held_out_speech(SENTENCES[: args.sentences])
+    engine = getattr(args, "engine", "espeak")
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
     preds, info = build_models(args, fps)
     mean_face = info.pop("mean_face")
     events = {name: [] for name in preds}
@@ -196,7 +228,7 @@ def run(args) -> int:
     s = models["streaming"]
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"utterances": len(speech), "sentences": args.sentences,
+        "settings": {"engine": engine, "utterances": len(speech), "sentences": args.sentences,
                      "voices": len({u["voice"] for u in speech}),
                      "fps": fps, "closed_gap_pct": CLOSED_GAP_PCT, "open_gap_pct": OPEN_GAP_PCT,
                      "targets": {"closed_fraction": TARGET_CLOSED_FRACTION, "opened_fraction": TARGET_OPENED_FRACTION,
@@ -210,7 +242,8 @@ def run(args) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"machine: {out['machine']}")
-    print(f"{len(speech)} held-out utterances ({args.sentences} sentences, {out['settings']['voices']} unseen voices); "
+    print(f"{len(speech)} held-out utterances ({args.sentences} sentences, {out['settings']['voices']} unseen {engine} "
+          "voices); "
           f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
     print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
           f"{'vowel gap':>9} {'p10':>6} {'closure ms':>10}")
@@ -221,9 +254,10 @@ def run(args) -> int:
     print(f"streaming vs {PEER}: median p/b/m gap x{out['ratio_bilabial_gap_over_peer']}, separation "
           f"x{out['ratio_separation_over_peer']}; closed {s['closed_fraction']} vs {peer['closed_fraction']}; "
           f"meets targets: {s['meets_targets']}")
-    if args.plot:
-        plot_traces(speech[0], first_gaps, fps, Path(args.plot))
-        print(f"plot: {args.plot}")
+    plot = REPO / "docs" / "images" / PLOT_NAME[engine] if args.plot is None else args.plot
+    if plot:
+        plot_traces(speech[0], first_gaps, fps, Path(plot))
+        print(f"plot: {plot}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

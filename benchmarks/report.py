@@ -178,11 +178,16 @@ def _quality(name: str, d: dict, path: Path) -> list[str]:
 
 
 def _articulation(name: str, d: dict, path: Path) -> list[str]:
+    from benchmarks.bench_articulation import PLOT_NAME
+
     st = d["settings"]
     t = st["targets"]
     lines = _head(name, d, path)
+    who = (f"{st['voices']} espeak-ng voice variants that no training corpus used" if st.get("engine", "espeak") == "espeak"
+           else f"flite's held-out voice in {st['voices']} renditions (no training corpus used it; other flite voices "
+                "may be in the training corpus)")
     lines += ["", (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by "
-                   f"{st['voices']} espeak-ng voice variants that no training corpus used. Closed: the inner-lip gap "
+                   f"{who}. Closed: the inner-lip gap "
                    f"falls to {_fmt(st['closed_gap_pct'])} % of the eye distance or less during a p, b or m; open: it "
                    f"reaches {_fmt(st['open_gap_pct'])} % during an open vowel. Separation: the chance that an open "
                    f"vowel's widest gap beats a bilabial's narrowest. Our targets: closed >= {_fmt(t['closed_fraction'])}, "
@@ -198,7 +203,7 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
                      f"{_fmt(m['closure_offset_ms'])} | {per} |")
     lines += ["", (f"Streaming over the peer: median p/b/m gap x{_fmt(d['ratio_bilabial_gap_over_peer'])}, "
                    f"separation x{_fmt(d['ratio_separation_over_peer'])}."),
-              "", "![inner-lip gap on a held-out voice](../docs/images/articulation.png)"]
+              "", f"![inner-lip gap on a held-out voice](../docs/images/{PLOT_NAME[st.get('engine', 'espeak')]})"]
     return lines
 
 
@@ -261,7 +266,7 @@ def _admission(name: str, d: dict, path: Path) -> list[str]:
 
 
 RENDERERS = {"latency": _latency, "admission": _admission, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
-             "articulation": _articulation, "capacity-at": _capacity_repeat}
+             "articulation": _articulation, "articulation-flite": _articulation, "capacity-at": _capacity_repeat}
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from export.articulation import (
 FPS = 30
 needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None,
                                   reason="libespeak-ng is not installed")
+needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (Debian package flite)")
 
 
 def test_events_take_the_extreme_inside_each_phone_and_time_it():
@@ -123,3 +125,25 @@ def test_bench_articulation_writes_json_plot_and_report_section(tmp_path, capsys
     assert "| streaming |" in text and "| loudness_regressor |" in text and "articulation.png" in text
     assert main(["bench", "articulation", "--sentences", "0"]) != 0
     assert "--sentences must be in 1..20, got 0" in capsys.readouterr().err
+
+
+@needs_flite
+def test_bench_articulation_with_flite_speaks_only_its_held_out_voice(tmp_path):
+    from benchmarks.bench_articulation import flite_held_out_speech
+    from benchmarks.report import build
+    from engine.cli import main
+    from export.synth import flite
+
+    results = tmp_path / "results"
+    assert main(["bench", "articulation", "--engine", "flite", "--sentences", "2", "--offline-ckpt", "", "--json",
+                 str(results / "articulation-flite.json"), "--plot", str(tmp_path / "flite.png")]) == 0
+    d = json.loads((results / "articulation-flite.json").read_text())
+    assert d["settings"]["engine"] == "flite" and d["settings"]["utterances"] == 2 * len(flite.HELD_OUT_VOICES) * 2
+    s = d["models"]["streaming"]
+    assert s["n_bilabials"] > 5 and s["n_open_vowels"] > 3 and s["opened_fraction"] >= 0.9
+    assert (tmp_path / "flite.png").stat().st_size > 10_000
+    assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation-flite"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "flite's held-out voice in 2 renditions" in text and "articulation_flite.png" in text
+    speech = flite_held_out_speech(("Bob ate.",))
+    assert {u["voice"].split()[0] for u in speech} == set(flite.HELD_OUT_VOICES)

@@ -31,7 +31,8 @@ PROSODY = {"neutral": (1.0, 0.0, 1.0, 0.0, 1.0), "happy": (0.93, 2.5, 1.5, 2.0, 
            "sad": (1.18, -2.0, 0.6, -5.0, 0.8), "angry": (0.9, 1.0, 1.4, 4.0, 1.15),
            "surprised": (0.97, 4.0, 1.8, 2.0, 1.1)}
 EMOTIONS_ORDER = tuple(EMOTION_WEIGHTS)
-ENGINES = ("festival", "espeak", "both")
+ENGINES = ("festival", "espeak", "flite", "both")
+ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite"}  # clip ids: PREFIX<seed>_<index>
 TARGET_RMS_DBFS = -22.0
 PEAK_LIMIT = 0.97
 
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fitted face model cache (.npz); default OUT/face_model.npz")
     p.add_argument("--render", type=int, default=0, help="also render this many clips to OUT/renders/*.mp4")
     p.add_argument("--engine", choices=ENGINES, default="festival",
-                   help="TTS: festival, espeak (libespeak-ng) or both (alternating utterances)")
+                   help="TTS: festival, espeak (libespeak-ng), flite (its training voices, "
+                        "export.synth.flite.TRAIN_VOICES) or both (festival and espeak, alternating utterances)")
 
 
 def _engine_of(engine: str, index: int) -> str:
@@ -57,9 +59,9 @@ def _engine_of(engine: str, index: int) -> str:
 
 
 def _voices(engine: str) -> tuple[str, ...]:
-    from export.synth import espeak, festival
+    from export.synth import espeak, festival, flite
 
-    return {"festival": festival.VOICES, "espeak": espeak.VOICES,
+    return {"festival": festival.VOICES, "espeak": espeak.VOICES, "flite": flite.TRAIN_VOICES,
             "both": festival.VOICES + espeak.VOICES}[engine]
 
 
@@ -73,7 +75,7 @@ def utterance_spec(seed: int, index: int, n_identities: int, engine: str = "fest
     emotion = str(rng.choice(list(EMOTIONS_ORDER), p=[EMOTION_WEIGHTS[e] for e in EMOTIONS_ORDER]))
     stretch, semis, f0_range, gain_db, artic = PROSODY[emotion]
     return {
-        "id": f"{'synth' if engine == 'festival' else 'espeak'}{seed}_{index:06d}",
+        "id": f"{ID_PREFIX[engine]}{seed}_{index:06d}",
         "engine": engine,
         "split": "val" if rng.random() < VAL_FRACTION else "train",
         "voice": voices[int(rng.integers(len(voices)))],
@@ -122,13 +124,13 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, eng
     """Worker: synthesise utterances first..first+count-1 and write their files; returns their records."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from engine.timing import n_frames as frames_in
-    from export.synth import espeak, festival
+    from export.synth import espeak, festival, flite
     from export.synth.face_model import FaceModel
 
     model = FaceModel.load(Path(model_path))
     out_dir = Path(out)
     specs = [utterance_spec(seed, i, len(model.identities), engine) for i in range(first, first + count)]
-    tts = {name: [s for s in specs if s["engine"] == name] for name in ("festival", "espeak")}
+    tts = {name: [s for s in specs if s["engine"] == name] for name in ID_PREFIX}
     by_id = {}
     if tts["festival"]:
         reqs = [festival.TtsRequest.from_spec(s) for s in tts["festival"]]
@@ -137,6 +139,9 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, eng
     if tts["espeak"]:
         reqs = [espeak.EspeakRequest.from_spec(s) for s in tts["espeak"]]
         by_id.update(zip([s["id"] for s in tts["espeak"]], espeak.synthesize(reqs)))
+    if tts["flite"]:
+        reqs = [flite.FliteRequest.from_spec(s) for s in tts["flite"]]
+        by_id.update(zip([s["id"] for s in tts["flite"]], flite.synthesize(reqs)))
     results = [by_id[s["id"]] for s in specs]
     records = []
     for spec, (audio, phones) in zip(specs, results):
