@@ -62,7 +62,7 @@ class TrainConfig:
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     eq_db: float = 0.0  # augmentation: random smooth equaliser per crop, tilt up to +-eq_db, bow up to +-eq_db/2
-    init_from: str = ""  # start from this checkpoint's weights (same dims, e.g. to fine-tune); "" = from scratch
+    init_from: str = ""  # start from these weights (same dims): a .pt checkpoint or an exported .onnx
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
     target_smooth_frames: int = 1  # odd; > 1: the pack's train targets through a centred moving average (1 = off)
@@ -178,7 +178,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-hidden", type=int, dest="global_hidden")
     parser.add_argument("--out", default=None, help=f"run folder (default {DEFAULT_OUT}, or ..._offline)")
     parser.add_argument("--resume", help="continue from this checkpoint (same config)")
-    parser.add_argument("--init-from", dest="init_from", help="start from this checkpoint's weights (same dims)")
+    parser.add_argument("--init-from", dest="init_from",
+                        help="start from these weights (same dims): a training checkpoint (.pt) or an exported "
+                             "streaming model (.onnx), e.g. engine/assets/kfusion_stream.onnx to fine-tune "
+                             "the shipped model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,6 +208,22 @@ def stored_config_id(config: dict) -> str:
     """The id a checkpoint's stored config has today: options added since it was saved take their defaults
     (all of them off), so a run saved before an option existed still resumes under the same settings."""
     return config_id(TrainConfig.from_dict(config))
+
+
+def init_weights(path: str, dims: ModelDims) -> dict:
+    """The state_dict --init-from starts from: a training checkpoint (.pt) or a streaming export (.onnx)."""
+    import torch
+
+    if Path(path).suffix.lower() != ".onnx":
+        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    from export.onnx_import import state_dict_from_onnx
+
+    got, state_dict, _ = state_dict_from_onnx(path)
+    bad = [f"{k} {v!r} (this run: {getattr(dims, k)!r})" for k, v in got.to_dict().items()
+           if k != "dropout" and v != getattr(dims, k)]  # dropout acts in training only: not in the graph
+    if bad:
+        raise ValueError(f"{path} does not match this run's model dims: {', '.join(bad)}")
+    return state_dict
 
 
 def env_rank() -> tuple[int, int, int]:
@@ -458,8 +477,7 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
     for name in ("feat_mean", "feat_std", "disp_mean", "disp_std", "head_mean", "head_std"):
         getattr(model, name).copy_(torch.from_numpy(getattr(norm, name)))
     if cfg.init_from:
-        ck = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["state_dict"])  # includes its normaliser: same features, same targets
+        model.load_state_dict(init_weights(cfg.init_from, cfg.dims))  # normaliser too: same features, targets
         log.info("initialised from %s", cfg.init_from)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
