@@ -41,10 +41,20 @@ def save_checkpoint(path: str | os.PathLike, model: KFusion, config: dict, mean_
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[KFusion, ModelDims, dict]:
-    """-> (model in eval mode, its ModelDims, the checkpoint dict without the weights)."""
+    """-> (model in eval mode, its ModelDims, the checkpoint dict without the weights).
+
+    An exported streaming model (.onnx) works too: its weights are mapped back (export/onnx_import.py), and
+    the dict holds its metadata (model_version, config_hash, mean_face, emotions, lip_seal_pct)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        from export.onnx_import import state_dict_from_onnx
+
+        dims, state_dict, meta = state_dict_from_onnx(path)
+        model = KFusion(dims)
+        model.load_state_dict(state_dict)
+        return model.eval(), dims, meta
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a kfusion checkpoint (expected format {CHECKPOINT_FORMAT!r})")

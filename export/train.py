@@ -157,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(true gap <= {CLOSED_GAP_PX} px); 0 = off")
     parser.add_argument("--velocity-weight", type=float, dest="velocity_weight")
     parser.add_argument("--sync-from", dest="sync_from",
-                        help="checkpoint used to find and undo each real train clip's audio-video offset")
+                        help="checkpoint (.pt) or exported streaming model (.onnx) used to find and undo each "
+                             "real train clip's audio-video offset")
     parser.add_argument("--speed-perturb", dest="speed_perturb", type=_speed_list,
                         help="comma-separated speed factors, e.g. 0.9,1.1: the pack's train segments are also used "
                              "played at these speeds, face tracks resampled to match (export/data/perturb.py)")

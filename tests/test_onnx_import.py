@@ -72,6 +72,15 @@ def test_rebuilt_weights_match_onnx_runtime_on_speech(model, speech):
     assert diff < TOL_PX
 
 
+def test_load_checkpoint_reads_an_onnx_file_as_the_same_model(model, rebuilt):
+    """export.predict.load_checkpoint (what --sync-from and the offline tools use) takes the .onnx as well."""
+    from export.predict import load_checkpoint
+
+    net, dims, meta = load_checkpoint(SHIPPED)
+    assert dims == rebuilt[0] and not net.training and meta["model_version"] == rebuilt[2]["model_version"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in net.state_dict().items())
+
+
 def test_reexport_gives_the_shipped_model(rebuilt, model, speech, tmp_path):
     from export.onnx_export import export_onnx
     from export.predict import save_checkpoint
