@@ -255,9 +255,11 @@ def run(args) -> int:
           f"x{out['ratio_separation_over_peer']}; closed {s['closed_fraction']} vs {peer['closed_fraction']}; "
           f"meets targets: {s['meets_targets']}")
     plot = REPO / "docs" / "images" / PLOT_NAME[engine] if args.plot is None else args.plot
+    out["plot"] = None
     if plot:
         plot_traces(speech[0], first_gaps, fps, Path(plot))
         print(f"plot: {plot}")
+        out["plot"] = Path(plot).name  # the report shows it from docs/images when the name matches
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -203,7 +203,12 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
                      f"{_fmt(m['closure_offset_ms'])} | {per} |")
     lines += ["", (f"Streaming over the peer: median p/b/m gap x{_fmt(d['ratio_bilabial_gap_over_peer'])}, "
                    f"separation x{_fmt(d['ratio_separation_over_peer'])}."),
-              "", f"![inner-lip gap on a held-out voice](../docs/images/{PLOT_NAME[st.get('engine', 'espeak')]})"]
+              ""]
+    plot = d.get("plot", PLOT_NAME[st.get("engine", "espeak")])  # runs before the key existed wrote the default
+    if plot:
+        lines.append(f"![inner-lip gap on a held-out voice](../docs/images/{plot})")
+    else:
+        lines.append("(This run drew no picture.)")
     return lines
 
 

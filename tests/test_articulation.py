@@ -144,6 +144,6 @@ def test_bench_articulation_with_flite_speaks_only_its_held_out_voice(tmp_path):
     assert (tmp_path / "flite.png").stat().st_size > 10_000
     assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation-flite"]
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "flite's held-out voice in 2 renditions" in text and "articulation_flite.png" in text
+    assert "flite's held-out voice in 2 renditions" in text and "images/flite.png" in text and d["plot"] == "flite.png"
     speech = flite_held_out_speech(("Bob ate.",))
     assert {u["voice"].split()[0] for u in speech} == set(flite.HELD_OUT_VOICES)
