@@ -62,6 +62,13 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                             "straight after the 128 ones,"),
           "articulation-run2": ("`kfusion bench articulation`, run again after the shipped model began asking for a "
                                 "lip seal of 1 % of the eye distance (`engine.face.seal_lips`),"),
+          "articulation-run3": ("`kfusion bench articulation`, run again (2026-11-26) with the stage-22 model, whose "
+                                "corpus added flite voices, and a retrained offline model,"),
+          "articulation-flite": ("`kfusion bench articulation --engine flite --model STAGE6.onnx --plot ''`: the "
+                                 "previous default (stage 6, `git show 1948a72:engine/assets/kfusion_stream.onnx`), "
+                                 "before any corpus held a flite voice,"),
+          "articulation-flite-run2": ("`kfusion bench articulation --engine flite`: the shipped stage-22 model, whose "
+                                      "corpus added flite's other voices (kal16, slt, awb),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
                                  "for a lip seal,"),
           "latency-run7-h200-cuda": ("`kfusion bench latency --streams 1,128,256 --seconds 5 --providers cuda`, on "
