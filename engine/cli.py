@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("export.train", "train the KFusion model"),
     "eval": ("export.evaluate", "evaluate models and baselines on a split of the pack"),
     "export": ("export.onnx_export", "export a checkpoint to ONNX with its metadata contract"),
+    "mix": ("export.mix", "mix two fine-tunes of one model in weight space (a checkpoint to export)"),
     "bench": ("benchmarks.cli", "run a benchmark (features, latency, capacity, model, ...)"),
 }
 
