@@ -259,7 +259,7 @@ def run(args) -> int:
     if plot:
         plot_traces(speech[0], first_gaps, fps, Path(plot))
         print(f"plot: {plot}")
-        out["plot"] = Path(plot).name  # the report shows it from docs/images when the name matches
+        out["plot"] = Path(plot).name  # the report shows docs/images/<name>; set None once a later run draws over it
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

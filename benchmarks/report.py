@@ -208,7 +208,7 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
     if plot:
         lines.append(f"![inner-lip gap on a held-out voice](../docs/images/{plot})")
     else:
-        lines.append("(This run drew no picture.)")
+        lines.append("(No picture is kept for this run.)")
     return lines
 
 

@@ -63,12 +63,17 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "articulation-run2": ("`kfusion bench articulation`, run again after the shipped model began asking for a "
                                 "lip seal of 1 % of the eye distance (`engine.face.seal_lips`),"),
           "articulation-run3": ("`kfusion bench articulation`, run again (2026-11-26) with the stage-22 model, whose "
-                                "corpus added flite voices, and a retrained offline model,"),
+                                "corpus added flite voices (shipped for an hour, then replaced by stage 23), and a "
+                                "retrained offline model,"),
+          "articulation-run4": ("`kfusion bench articulation`, run again with the stage-23 model (half stage 6, half a "
+                                "fine-tune with more flite speech; `kfusion mix`),"),
           "articulation-flite": ("`kfusion bench articulation --engine flite --model STAGE6.onnx --plot ''`: the "
                                  "previous default (stage 6, `git show 1948a72:engine/assets/kfusion_stream.onnx`), "
                                  "before any corpus held a flite voice,"),
-          "articulation-flite-run2": ("`kfusion bench articulation --engine flite`: the shipped stage-22 model, whose "
-                                      "corpus added flite's other voices (kal16, slt, awb),"),
+          "articulation-flite-run2": ("`kfusion bench articulation --engine flite`: the stage-22 model, whose corpus "
+                                      "added flite's other voices (kal16, slt, awb), shipped for an hour,"),
+          "articulation-flite-run3": ("`kfusion bench articulation --engine flite`: the shipped stage-23 model (half "
+                                      "stage 6, half a fine-tune with 60 min of flite speech; `kfusion mix`),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
                                  "for a lip seal,"),
           "latency-run7-h200-cuda": ("`kfusion bench latency --streams 1,128,256 --seconds 5 --providers cuda`, on "
