@@ -7,8 +7,11 @@ times), a synthesiser whose other voices the model may have heard. Each model's 
 every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
-Usage: kfusion bench articulation [--engine espeak|flite] [--model ONNX] [--offline-ckpt CKPT] [--json PATH]
-       [--plot PNG]
+`--vocal-tract F` makes other speakers of the same voices: every frequency (formants and pitch) scaled by
+F, the duration kept (soxr resampling, then sox's WSOLA tempo; the round trip alone costs a few points).
+
+Usage: kfusion bench articulation [--engine espeak|flite] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
+       [--json PATH] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ SENTENCES = (
 )
 VOICES_PER_SENTENCE = 2
 ENGINES = ("espeak", "flite")
+VOCAL_TRACT_RANGE = (0.7, 1.4)
 # flite's held-out voice, spoken twice per sentence: as it is, and 10 % slower and 3 semitones higher.
 FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
 
@@ -64,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--engine", choices=ENGINES, default="espeak",
                    help="who speaks: espeak-ng variants no corpus used, or flite's held-out voice")
+    p.add_argument("--vocal-tract", dest="vocal_tract", type=float, default=1.0,
+                   help="scale every frequency of the speech by this factor, duration kept (another speaker; "
+                        f"{VOCAL_TRACT_RANGE[0]}-{VOCAL_TRACT_RANGE[1]}, 1 = as spoken)")
     p.add_argument("--model", default=None, help="streaming ONNX model (default: the shipped one)")
     p.add_argument("--offline-ckpt", default=str(DEFAULT_OFFLINE_CKPT),
                    help="bidirectional checkpoint, scored as `offline` when the file exists")
@@ -128,6 +135,28 @@ def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
             f"{req.voice} (x{req.duration_stretch:g} slower, {req.pitch_semitones:+g} st)"
         out.append({"text": req.text, "voice": voice, "audio": audio, "phones": phones})
     return out
+
+
+def scale_vocal_tract(audio: np.ndarray, factor: float) -> np.ndarray:
+    """16 kHz audio with every frequency scaled by factor and the same duration (phone times still hold)."""
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+    import soxr
+
+    if not VOCAL_TRACT_RANGE[0] <= factor <= VOCAL_TRACT_RANGE[1]:
+        raise ValueError(f"--vocal-tract must be in {VOCAL_TRACT_RANGE[0]}..{VOCAL_TRACT_RANGE[1]}, got {factor}")
+    if factor == 1.0:
+        return audio
+    fast = soxr.resample(audio, 16000 * factor, 16000).astype(np.float32)  # played factor x as fast
+    with tempfile.TemporaryDirectory(prefix="kfusion-vt-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        sf.write(src, fast, 16000, subtype="FLOAT")
+        subprocess.run(["sox", "-D", str(src), str(dst), "tempo", "-s", f"{1.0 / factor:.5f}"], check=True,
+                       capture_output=True)  # -D: no dither, the same input always gives the same output
+        out, _ = sf.read(dst, dtype="float32")
+    return out[: len(audio)] if len(out) >= len(audio) else np.pad(out, (0, len(audio) - len(out)))
 
 
 def gap_and_events(predict, utt: dict, identity: np.ndarray, fps: int) -> tuple[np.ndarray, list[dict]]:
@@ -212,7 +241,11 @@ def run(args) -> int:
     engine = getattr(args, "engine", "espeak")
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    vocal_tract = float(getattr(args, "vocal_tract", 1.0))
+    scale_vocal_tract(np.zeros(160, np.float32), vocal_tract)  # refuse a bad factor before any speech is made
     speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
+    for utt in speech:
+        utt["audio"] = scale_vocal_tract(utt["audio"], vocal_tract)
     preds, info = build_models(args, fps)
     mean_face = info.pop("mean_face")
     events = {name: [] for name in preds}
@@ -228,7 +261,8 @@ def run(args) -> int:
     s = models["streaming"]
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"engine": engine, "utterances": len(speech), "sentences": args.sentences,
+        "settings": {"engine": engine, "vocal_tract": vocal_tract, "utterances": len(speech),
+                     "sentences": args.sentences,
                      "voices": len({u["voice"] for u in speech}),
                      "fps": fps, "closed_gap_pct": CLOSED_GAP_PCT, "open_gap_pct": OPEN_GAP_PCT,
                      "targets": {"closed_fraction": TARGET_CLOSED_FRACTION, "opened_fraction": TARGET_OPENED_FRACTION,

@@ -186,6 +186,8 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
     who = (f"{st['voices']} espeak-ng voice variants that no training corpus used" if st.get("engine", "espeak") == "espeak"
            else f"flite's held-out voice in {st['voices']} renditions (no training corpus used it; other flite voices "
                 "may be in the training corpus)")
+    if st.get("vocal_tract", 1.0) != 1.0:
+        who += f", every frequency scaled by {_fmt(st['vocal_tract'])} with the duration kept (`--vocal-tract`)"
     lines += ["", (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by "
                    f"{who}. Closed: the inner-lip gap "
                    f"falls to {_fmt(st['closed_gap_pct'])} % of the eye distance or less during a p, b or m; open: it "
@@ -271,7 +273,8 @@ def _admission(name: str, d: dict, path: Path) -> list[str]:
 
 
 RENDERERS = {"latency": _latency, "admission": _admission, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
-             "articulation": _articulation, "articulation-flite": _articulation, "capacity-at": _capacity_repeat}
+             "articulation": _articulation, "articulation-flite": _articulation,
+             "articulation-flite-vt": _articulation, "capacity-at": _capacity_repeat}
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:

@@ -21,6 +21,7 @@ from engine.cache import cache_dir
 from engine.face import inner_lip_gap
 from export.data.perturb import check_factor
 from export.data.smooth import check_frames, smoothed_targets
+from export.data.vtlp import MAX_VTLP, warp_log_mel
 from export.model import ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
@@ -62,6 +63,7 @@ class TrainConfig:
     gain_db: float = 10.0  # augmentation: random level change of up to +-gain_db per crop
     freq_mask_bands: int = 12  # augmentation: one run of up to this many mel bands set to its mean
     eq_db: float = 0.0  # augmentation: random smooth equaliser per crop, tilt up to +-eq_db, bow up to +-eq_db/2
+    vtlp: float = 0.0  # augmentation: each crop's log-mel spectrum scaled by alpha in [1 - vtlp, 1 + vtlp] (0 = off)
     init_from: str = ""  # start from these weights (same dims): a .pt checkpoint or an exported .onnx
     speed_perturb: tuple = ()  # e.g. (0.9, 1.1): add the pack's train segments played at these speeds
     mirror: bool = False  # add the pack's train segments (and their speed copies) mirrored left-right
@@ -87,6 +89,8 @@ class TrainConfig:
                              "opening shut lips), got target_smooth_frames 1")
         if not 0.0 <= self.eq_db <= 24.0:
             raise ValueError(f"eq_db must be in [0, 24] dB, got {self.eq_db}")
+        if not 0.0 <= self.vtlp <= MAX_VTLP:
+            raise ValueError(f"vtlp must be in [0, {MAX_VTLP}], got {self.vtlp}")
         for name in ("pack_fraction", "finetune_after", "finetune_pack_fraction", "emotion_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -165,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eq-db", dest="eq_db", type=float,
                         help="augmentation: a random smooth equaliser on each crop's log-mel (a tilt of up to "
                              "+-EQ_DB across the bands plus a bow of up to half that; 0 = off), for unseen channels")
+    parser.add_argument("--vtlp", type=float,
+                        help="augmentation: each crop's log-mel spectrum scaled in frequency by a factor in "
+                             "[1 - VTLP, 1 + VTLP], as another speaker's vocal tract would (export/data/vtlp.py)")
     parser.add_argument("--mirror", action="store_true", default=None,
                         help="the pack's train segments are also used mirrored left-right, the sound kept "
                              "(export/data/mirror.py)")
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     over = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "seed", "synth_root",
                                           "pack_root", "max_minutes", "eval_every", "pack_fraction", "init_from",
                                           "lip_corr_weight", "lip_gap_weight", "lip_gap_synth_only", "velocity_weight",
-                                          "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db",
+                                          "sync_from", "closure_weight", "speed_perturb", "mirror", "eq_db", "vtlp",
                                           "target_smooth_frames", "target_keep_closures")}
     cfg = load_config(args.config, {**over, "dims": dims})
     out = Path(args.out or (DEFAULT_OUT if cfg.variant == "stream" else DEFAULT_OUT + "_offline"))
@@ -297,6 +304,9 @@ def augment(feats, feat_mean, cfg: TrainConfig, gen):
     b = feats.shape[0]
     i_rms = fx.N_MELS + fx.CONTEXT_NAMES.index("log_rms")
     out = feats.clone()
+    if cfg.vtlp > 0:  # another speaker's formants: the spectrum scaled by alpha (export/data/vtlp.py)
+        alpha = 1.0 + (torch.rand(b, generator=gen) * 2 - 1) * cfg.vtlp
+        out[..., : fx.N_MELS] = warp_log_mel(out[..., : fx.N_MELS], alpha)
     g_db = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gain_db
     mel = out[..., : fx.N_MELS]
     loud = mel > float(np.log(fx.MEL_FLOOR)) + 2.0

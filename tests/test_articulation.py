@@ -163,3 +163,20 @@ def test_shipped_model_shuts_its_lips_for_flites_unseen_voice():
     s = summarise_events(events)
     assert s["n_bilabials"] >= 100 and s["opened_fraction"] >= 0.95 and s["separation"] >= 0.99
     assert s["closed_fraction"] >= 0.85, s["by_bilabial"]
+
+
+def test_vocal_tract_scaling_keeps_the_length_and_raises_every_frequency(speech_16k):
+    from benchmarks.bench_articulation import scale_vocal_tract
+
+    def centroid_hz(x):
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        return float((np.fft.rfftfreq(len(x), 1 / 16000) * spec).sum() / spec.sum())
+
+    up = scale_vocal_tract(speech_16k, 1.15)
+    assert len(up) == len(speech_16k) and up.dtype == np.float32
+    ratio = centroid_hz(up) / centroid_hz(speech_16k)
+    print(f"spectral centroid x{ratio:.3f} after scaling by 1.15")
+    assert 1.08 < ratio < 1.22
+    assert scale_vocal_tract(speech_16k, 1.0) is speech_16k
+    with pytest.raises(ValueError, match=r"--vocal-tract must be in 0.7..1.4, got 2.0"):
+        scale_vocal_tract(speech_16k, 2.0)

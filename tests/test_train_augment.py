@@ -51,3 +51,30 @@ def test_equaliser_is_one_smooth_curve_per_crop_on_loud_bins_only(feats):
     assert np.ptp(np.array(curves)[:, 0]) > 0.1, "each crop gets its own curve"
     with pytest.raises(ValueError, match=r"eq_db must be in \[0, 24\] dB"):
         TrainConfig(synth_root="", eq_db=-1.0)
+
+
+def test_vtlp_moves_each_crops_formants_by_one_factor(feats, speech_16k):
+    """The warped log-mel of real speech is close to that of the same speech played faster (formants x 1.15),
+    much closer than the unwarped one; prosodic features are untouched; alpha 1 changes nothing."""
+    import soxr
+
+    from export.data.vtlp import warp_log_mel
+
+    mel = torch.from_numpy(fx.extract(speech_16k)[:, : fx.N_MELS]).float()  # (K, 80) real speech
+    fast = soxr.resample(speech_16k, 16000 * 1.15, 16000).astype(np.float32)  # every frequency x 1.15
+    target = torch.from_numpy(fx.extract(fast)[:, : fx.N_MELS]).float()
+    spec, spec_fast = mel.mean(0), target.mean(0)  # long-term spectra: the timing change drops out
+    warped = warp_log_mel(spec[None], torch.tensor([1.15]))[0]
+    band = slice(5, 60)  # 200 Hz to about 4 kHz, where the formants are
+    err_warped = (warped - spec_fast)[band].abs().mean()
+    err_plain = (spec - spec_fast)[band].abs().mean()
+    print(f"log-mel error against the faster speech: warped {float(err_warped):.3f}, plain {float(err_plain):.3f}")
+    assert err_warped < 0.5 * err_plain, (float(err_warped), float(err_plain))
+    assert torch.allclose(warp_log_mel(mel[None], torch.tensor([1.0]))[0], mel, atol=1e-4)
+    out = _run(feats, vtlp=0.12)
+    assert torch.equal(out[..., fx.N_MELS:], feats[..., fx.N_MELS:]), "the prosodic features are untouched"
+    assert not torch.equal(out[..., : fx.N_MELS], feats[..., : fx.N_MELS])
+    with pytest.raises(ValueError, match=r"vtlp must be in \[0, 0.3\], got 0.5"):
+        TrainConfig(synth_root="", vtlp=0.5)
+    with pytest.raises(ValueError, match="expected 80 mel bands"):
+        warp_log_mel(mel[:, :40][None], torch.tensor([1.1]))
