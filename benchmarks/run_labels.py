@@ -72,6 +72,11 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
                                  "before any corpus held a flite voice,"),
           "articulation-flite-run2": ("`kfusion bench articulation --engine flite`: the stage-22 model, whose corpus "
                                       "added flite's other voices (kal16, slt, awb), shipped for an hour,"),
+          "articulation-flite-vt088": ("`kfusion bench articulation --engine flite --vocal-tract 0.88 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 0.88,"),
+          "articulation-flite-vt095": ("`kfusion bench articulation --engine flite --vocal-tract 0.95 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 0.95,"),
+          "articulation-flite-vt105": ("`kfusion bench articulation --engine flite --vocal-tract 1.05 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.05,"),
+          "articulation-flite-vt115": ("`kfusion bench articulation --engine flite --vocal-tract 1.15 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.15,"),
+          "articulation-flite-vt130": ("`kfusion bench articulation --engine flite --vocal-tract 1.3 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.3,"),
           "articulation-flite-run3": ("`kfusion bench articulation --engine flite`: the shipped stage-23 model (half "
                                       "stage 6, half a fine-tune with 60 min of flite speech; `kfusion mix`),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
