@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 
+from export.model import KAN_LAYERS, NORMALISER_BUFFERS
+
 log = logging.getLogger("kfusion.mix")
-KAN_LAYERS = ("kan1", "kan2")
-SHARED_BUFFERS = ("feat_mean", "feat_std", "disp_mean", "disp_std", "head_mean", "head_std", "kan1.knots",
-                  "kan2.knots")  # what fine-tuning never changes: must be equal, not mixed
+# what fine-tuning never changes: must be equal in both models, and is kept, not mixed
+SHARED_BUFFERS = NORMALISER_BUFFERS + tuple(f"{kan}.knots" for kan in KAN_LAYERS)
 
 
 def folded_state(model) -> dict:

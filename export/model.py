@@ -23,6 +23,9 @@ EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad",
 N_MEL = 80
 HEAD_DIMS = 4  # [log_scale, angle_rad, dx_px, dy_px]
 OUT_DIMS = N_LANDMARKS * 2 + HEAD_DIMS
+# fitted on the training data before training starts (train.py), then left alone: fine-tunes of one model share them
+NORMALISER_BUFFERS = ("feat_mean", "feat_std", "disp_mean", "disp_std", "head_mean", "head_std")
+KAN_LAYERS = ("kan1", "kan2")  # KFusion's B-spline KAN layers (export/kan.py), in the order they run
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.model import KFusion, ModelDims
+from export.model import KAN_LAYERS, KFusion, ModelDims
 
 CUBIC = 3  # the graph holds the basis-major cubic KAN path only (export/kan.py)
 LINEAR_WEIGHTS = {"ctx_proj": "weight", "emo_embed": "weight", "kan1": "base_weight", "kan2": "base_weight"}
 GRUS = ("global_gru", "ctx_gru")
-KANS = ("kan1", "kan2")
 
 
 def _scope(node) -> str:
@@ -79,13 +78,13 @@ def _map_weights(proto, inits: dict) -> tuple[dict[str, np.ndarray], dict[str, n
         uses = sorted({(_scope(n), n.op_type, i) for _, n, i in readers.get(name, [])})
         if not name.startswith("onnx::") or (uses and all(op == "GRU" for _, op, _ in uses)):
             continue
-        if uses and all(op == "Sub" and i == 1 and s in KANS for s, op, i in uses):  # knots[2:-2] / step
+        if uses and all(op == "Sub" and i == 1 and s in KAN_LAYERS for s, op, i in uses):  # knots[2:-2] / step
             centres.update({s: a.reshape(-1) for s, _, _ in uses})
             continue
         scope, op, i = uses[0] if len(uses) == 1 else ("", "", -1)
         if op == "MatMul" and i == 1 and scope in LINEAR_WEIGHTS:  # x @ W.T
             sd[f"{scope}.{LINEAR_WEIGHTS[scope]}"] = a.T
-        elif op == "Flatten" and a.ndim == 3 and scope in KANS:  # (out, n_bases, in) = (w * scaler / 6).transpose(1, 2)
+        elif op == "Flatten" and a.ndim == 3 and scope in KAN_LAYERS:  # (out, n_bases, in) = (w * scaler / 6).transpose(1, 2)
             sd[f"{scope}.spline_weight"] = 6.0 * a.transpose(0, 2, 1)
             sd[f"{scope}.spline_scaler"] = np.ones((a.shape[0], a.shape[2]), np.float32)
         elif op == "Flatten" and a.ndim == 3 and scope == "":  # conv.weight.permute(0, 2, 1): (C_out, 3, C_in)
@@ -147,14 +146,14 @@ def state_dict_from_onnx(path: str | Path) -> tuple[ModelDims, dict, dict]:
     sd, centres, unused = _map_weights(proto, inits)
     dims = _dims(sd, meta, str(path))
     model = KFusion(dims)
-    for kan in KANS:
+    for kan in KAN_LAYERS:
         layer = getattr(model, kan)
         want = (layer.knots[2:-2] / layer.step).numpy()
         got = centres.get(kan)
         if got is None or got.shape != want.shape or not np.allclose(got, want, atol=1e-5):
             raise ValueError(f"{path}: expected {kan}'s cubic spline centres {want.round(4).tolist()}, "
                              f"found {None if got is None else got.round(4).tolist()}")
-    sd.update({f"{kan}.knots": getattr(model, kan).knots.numpy() for kan in KANS})
+    sd.update({f"{kan}.knots": getattr(model, kan).knots.numpy() for kan in KAN_LAYERS})
     ref = model.state_dict()
     missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
     bad_shapes = [f"{k}: expected {tuple(ref[k].shape)}, found {sd[k].shape}" for k in ref

@@ -22,7 +22,7 @@ from engine.face import inner_lip_gap
 from export.data.perturb import check_factor
 from export.data.smooth import check_frames, smoothed_targets
 from export.data.vtlp import MAX_VTLP, warp_log_mel
-from export.model import ModelDims, config_hash, reject_unknown_fields
+from export.model import NORMALISER_BUFFERS, ModelDims, config_hash, reject_unknown_fields
 
 log = logging.getLogger("kfusion.train")
 DEFAULT_OUT = str(cache_dir("train", "stream"))
@@ -485,7 +485,7 @@ def train(cfg: TrainConfig, out: Path, resume: str | None = None) -> Path:
             log.info("%s: %d segments, %.1f min", name, len(items), sum(it.frames for it in items) / cfg.dims.fps / 60)
     norm = fit_normaliser([it for p in pools.values() for it in p])
     model = KFusion(cfg.dims)
-    for name in ("feat_mean", "feat_std", "disp_mean", "disp_std", "head_mean", "head_std"):
+    for name in NORMALISER_BUFFERS:
         getattr(model, name).copy_(torch.from_numpy(getattr(norm, name)))
     if cfg.init_from:
         model.load_state_dict(init_weights(cfg.init_from, cfg.dims))  # normaliser too: same features, targets
