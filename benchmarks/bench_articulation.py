@@ -137,26 +137,22 @@ def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
     return out
 
 
-def scale_vocal_tract(audio: np.ndarray, factor: float) -> np.ndarray:
-    """16 kHz audio with every frequency scaled by factor and the same duration (phone times still hold)."""
-    import subprocess
-    import tempfile
-
-    import soundfile as sf
-    import soxr
-
+def check_vocal_tract(factor: float) -> float:
     if not VOCAL_TRACT_RANGE[0] <= factor <= VOCAL_TRACT_RANGE[1]:
         raise ValueError(f"--vocal-tract must be in {VOCAL_TRACT_RANGE[0]}..{VOCAL_TRACT_RANGE[1]}, got {factor}")
-    if factor == 1.0:
+    return factor
+
+
+def scale_vocal_tract(audio: np.ndarray, factor: float) -> np.ndarray:
+    """16 kHz audio with every frequency scaled by factor and the same duration (phone times still hold)."""
+    import soxr
+
+    from export.synth.sox import sox_same_length
+
+    if check_vocal_tract(factor) == 1.0:
         return audio
     fast = soxr.resample(audio, 16000 * factor, 16000).astype(np.float32)  # played factor x as fast
-    with tempfile.TemporaryDirectory(prefix="kfusion-vt-") as tmp:
-        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
-        sf.write(src, fast, 16000, subtype="FLOAT")
-        subprocess.run(["sox", "-D", str(src), str(dst), "tempo", "-s", f"{1.0 / factor:.5f}"], check=True,
-                       capture_output=True)  # -D: no dither, the same input always gives the same output
-        out, _ = sf.read(dst, dtype="float32")
-    return out[: len(audio)] if len(out) >= len(audio) else np.pad(out, (0, len(audio) - len(out)))
+    return sox_same_length(fast, 16000, ["tempo", "-s", f"{1.0 / factor:.5f}"], n_out=len(audio))
 
 
 def gap_and_events(predict, utt: dict, identity: np.ndarray, fps: int) -> tuple[np.ndarray, list[dict]]:
@@ -241,8 +237,7 @@ def run(args) -> int:
     engine = getattr(args, "engine", "espeak")
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {ENGINES}, got {engine!r}")
-    vocal_tract = float(getattr(args, "vocal_tract", 1.0))
-    scale_vocal_tract(np.zeros(160, np.float32), vocal_tract)  # refuse a bad factor before any speech is made
+    vocal_tract = check_vocal_tract(float(getattr(args, "vocal_tract", 1.0)))  # before any speech is made
     speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
     for utt in speech:
         utt["audio"] = scale_vocal_tract(utt["audio"], vocal_tract)

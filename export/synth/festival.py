@@ -15,6 +15,7 @@ import soxr
 
 from engine.config import SAMPLE_RATE_HZ
 from export.synth.request import SpeechRequest
+from export.synth.sox import sox_same_length
 
 VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 # Mean/std F0 that festival's linear-regression intonation model targets for each diphone voice.
@@ -66,15 +67,9 @@ def read_segs(path: Path) -> list[tuple[str, float, float]]:
     return phones
 
 
-def _pitch_shift(y: np.ndarray, sr: int, semitones: float, workdir: Path) -> np.ndarray:
+def _pitch_shift(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     """Time-preserving pitch shift with sox (WSOLA), used for the HTS voice."""
-    src, dst = workdir / "ps_in.wav", workdir / "ps_out.wav"
-    sf.write(src, y, sr, subtype="FLOAT")
-    # -D: no dither, so the same input always gives the same output
-    subprocess.run(["sox", "-D", str(src), "-e", "floating-point", "-b", "32", str(dst), "pitch",
-                    f"{100.0 * semitones:.1f}"], check=True, capture_output=True)
-    out, _ = sf.read(dst, dtype="float32")
-    return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
+    return sox_same_length(y, sr, ["pitch", f"{100.0 * semitones:.1f}"])
 
 
 def synthesize(requests: list[TtsRequest], workdir: Path) -> list[tuple[np.ndarray, list]]:
@@ -95,7 +90,7 @@ def synthesize(requests: list[TtsRequest], workdir: Path) -> list[tuple[np.ndarr
             raise RuntimeError(f"festival made no output for {req.text!r}: {proc.stderr[-400:]}")
         y, sr = sf.read(wav, dtype="float32")
         if abs(req.pitch_semitones) > 0.05 and req.voice not in DIPHONE_F0_HZ:
-            y = _pitch_shift(y, sr, req.pitch_semitones, workdir)
+            y = _pitch_shift(y, sr, req.pitch_semitones)
         if sr != SAMPLE_RATE_HZ:
             y = soxr.resample(y, sr, SAMPLE_RATE_HZ).astype(np.float32)
         out.append((y, read_segs(segs)))
