@@ -273,8 +273,14 @@ def _admission(name: str, d: dict, path: Path) -> list[str]:
 
 
 RENDERERS = {"latency": _latency, "admission": _admission, "providers": _providers, "scaleout": _scaleout, "quality": _quality,
-             "articulation": _articulation, "articulation-flite": _articulation,
-             "articulation-flite-vt": _articulation, "capacity-at": _capacity_repeat}
+             "articulation": _articulation, "capacity-at": _capacity_repeat}
+
+
+def renderer(kind: str):
+    """The renderer whose key is the longest that `kind` is, or starts with plus '-' (articulation-flite-vt as
+    articulation); _generic when none is."""
+    keys = [k for k in RENDERERS if kind == k or kind.startswith(k + "-")]
+    return RENDERERS[max(keys, key=len)] if keys else _generic
 
 
 def plot_latency_cdf(d: dict, out: Path) -> bool:
@@ -418,7 +424,7 @@ def build(results_dir: Path = RESULTS_DIR, out: Path = RESULTS_MD, images_dir: P
         if not isinstance(d, dict):
             raise ValueError(f"{files[name]}: expected a JSON object, got {type(d).__name__}")  # noqa: TRY004 (bad input file)
         kind = re.sub(r"\d+$", "", name.split("-run")[0])  # scaleout-run2 as scaleout, capacity-at128 as capacity-at
-        body = RENDERERS.get(kind, _generic)(name, d, files[name])
+        body = renderer(kind)(name, d, files[name])
         if name == "latency":
             plot_latency_cdf(d, Path(images_dir) / CDF_PNG)
         if name == "scaleout":
