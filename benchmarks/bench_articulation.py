@@ -3,14 +3,16 @@
 Sentences written for this benchmark (not from the synth generator) are spoken by voices no training
 corpus used: espeak-ng voice variants (`--engine espeak`, the default; its phoneme events give exact phone
 times), or flite's held-out voice (`--engine flite`: a CMU ARCTIC speaker, `flite -psdur` gives the
-times), a synthesiser whose other voices the model may have heard. Each model's inner-lip gap is read at
+times), a synthesiser whose other voices the model may have heard, or festival's held-out voices in
+other languages (`--engine intl`: Italian, Czech, Finnish and Catalan voices reading sentences written in
+their own language, their phones mapped to radio phones by export/synth/phonesets.py). Each model's inner-lip gap is read at
 every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
 `--vocal-tract F` makes other speakers of the same voices: every frequency (formants and pitch) scaled by
 F, the duration kept (soxr resampling, then sox's WSOLA tempo; the round trip alone costs a few points).
 
-Usage: kfusion bench articulation [--engine espeak|flite] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
+Usage: kfusion bench articulation [--engine espeak|flite|intl] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
        [--json PATH] [--plot PNG]
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +31,7 @@ import numpy as np
 from benchmarks.machine import run_date_utc
 
 REPO = Path(__file__).resolve().parents[1]
-PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png"}  # in docs/images, by --engine
+PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png"}  # in docs/images, by --engine
 PEER = "loudness_regressor"
 # espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
 # time), each paired with one of the training accents in turn.
@@ -57,17 +60,44 @@ SENTENCES = (
     "Mabel hopes to buy a top hat in Bombay.",
 )
 VOICES_PER_SENTENCE = 2
-ENGINES = ("espeak", "flite")
+# `--engine intl`: sentences in each held-out festival voice's own language, written for this benchmark in
+# plain ASCII (festival's Czech and Finnish front ends take Latin-2 / Latin-1 bytes, so no diacritics).
+INTL_SENTENCES = {
+    "italian": ("Il babbo porta la mappa blu e poi mangia la pasta.", "Mamma compra un bel pomodoro per la zuppa.",
+                "Paolo ama ballare sulla spiaggia di Bari.", "Il bambino beve il latte dalla tazza bianca.",
+                "Maria prepara una buona pizza per il babbo.", "Un piccolo cane abbaia sempre a mezzanotte.",
+                "Bianca parla piano con il maestro di musica.", "Le pere e le mele sono sopra il tavolo.",
+                "Abbiamo preso il treno per Bologna ieri mattina.", "Il pittore dipinge un campo di papaveri."),
+    "czech": ("Babicka pije pivo a maminka pece buchty.", "Pan Novak ma maly byt v Praze.",
+              "Bara pomaha mame s obedem.", "Petr a Pavel jedou autobusem do Brna.",
+              "Mame doma bily papir a modrou barvu.", "Pes spi pod lampou u plotu.", "Maly Bobek papa polevku.",
+              "Po obede pujdeme na prochazku parkem.", "Baba bere maso z trhu.", "Tomas ma rad pomerance a banany."),
+    "finnish": ("Pappa ja mamma ajavat bussilla pois.", "Maija ostaa omenan ja banaanin kaupasta.",
+                "Pekka pelaa pallolla puistossa.", "Mummo paistaa pullaa aamulla.",
+                "Pieni poika ajaa punaisella pyoralla.", "Me menemme mokille maanantaina.",
+                "Puut ovat paksuja ja pitkia.", "Tampereen sataman laiva on iso.", "Kalle maalaa talon pihalla.",
+                "Marja ja Pauli ampuvat palloa maaliin."),
+    "catalan": ("El pare porta el mapa blau i menja pa amb tomaquet.", "La mare compra pomes al mercat de Barcelona.",
+                "Pau i Maria passegen per la platja.", "El meu amic beu aigua amb pressa.",
+                "Bona tarda, vols un entrepa de pernil?", "Les barques blanques estan al port.",
+                "Pere menja pa amb oli cada mati.", "La bomba ha petat a la placa.",
+                "Tinc moltes ganes de menjar mandarines.", "Un bon mapa ens ajuda a passejar."),
+}
+ENGINES = ("espeak", "flite", "intl")
 VOCAL_TRACT_RANGE = (0.7, 1.4)
 # flite's held-out voice, spoken twice per sentence: as it is, and 10 % slower and 3 semitones higher.
 FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
+# festival's voices come out at levels 13 dB apart (RMS -13 dBFS Italian to -26 dBFS Finnish), so
+# `--engine intl` speech is set to the level of the synthetic corpora (export.synth.cli.TARGET_RMS_DBFS).
+SPEECH_DBFS = -22.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from export.evaluate import DEFAULT_OFFLINE_CKPT
 
     p.add_argument("--engine", choices=ENGINES, default="espeak",
-                   help="who speaks: espeak-ng variants no corpus used, or flite's held-out voice")
+                   help="who speaks: espeak-ng variants no corpus used, flite's held-out voice, or festival's "
+                        "held-out Italian, Czech, Finnish and Catalan voices in their own languages")
     p.add_argument("--vocal-tract", dest="vocal_tract", type=float, default=1.0,
                    help="scale every frequency of the speech by this factor, duration kept (another speaker; "
                         f"{VOCAL_TRACT_RANGE[0]}-{VOCAL_TRACT_RANGE[1]}, 1 = as spoken)")
@@ -75,7 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline-ckpt", default=str(DEFAULT_OFFLINE_CKPT),
                    help="bidirectional checkpoint, scored as `offline` when the file exists")
     p.add_argument("--sentences", type=int, default=len(SENTENCES),
-                   help=f"score only the first N of the {len(SENTENCES)} sentences (quick checks)")
+                   help=f"score only the first N of the {len(SENTENCES)} sentences (quick checks; with --engine "
+                        "intl, the first N of each language's)")
     p.add_argument("--plot", default=None,
                    help="where to write the gap-trace picture ('' = none; default docs/images/" + PLOT_NAME["espeak"]
                         + ", or " + PLOT_NAME["flite"] + " with --engine flite)")
@@ -134,6 +165,28 @@ def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
         voice = req.voice if (req.duration_stretch, req.pitch_semitones) == FLITE_RENDITIONS[0] else \
             f"{req.voice} (x{req.duration_stretch:g} slower, {req.pitch_semitones:+g} st)"
         out.append({"text": req.text, "voice": voice, "audio": audio, "phones": phones})
+    return out
+
+
+def intl_held_out_speech(n_sentences: int) -> list[dict]:
+    """[{text, voice, audio, phones (radio)}]: each held-out festival voice reads its language's first
+    n_sentences INTL_SENTENCES."""
+    from tqdm import tqdm
+
+    from export.synth import festival
+
+    held_out = festival.INTL_HELD_OUT_VOICES
+    if set(held_out) & set(festival.INTL_TRAIN_VOICES) or not held_out:
+        raise ValueError(f"festival.INTL_HELD_OUT_VOICES {held_out} must be non-empty and outside INTL_TRAIN_VOICES")
+    reqs = [festival.TtsRequest(text, voice) for voice in held_out
+            for text in INTL_SENTENCES[festival.INTL_VOICES[voice]][:n_sentences]]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="kfusion-bench-intl-") as tmp:
+        for req in tqdm(reqs, desc="festival held-out voices", unit="utt"):
+            (audio, phones), = festival.synthesize([req], Path(tmp))
+            audio = audio * (10 ** (SPEECH_DBFS / 20.0) / (float(np.sqrt(np.mean(audio**2))) + 1e-9))
+            out.append({"text": req.text, "voice": req.voice, "audio": np.clip(audio, -1.0, 1.0).astype(np.float32),
+                        "phones": phones})
     return out
 
 
@@ -238,26 +291,37 @@ def run(args) -> int:
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {ENGINES}, got {engine!r}")
     vocal_tract = check_vocal_tract(float(getattr(args, "vocal_tract", 1.0)))  # before any speech is made
-    speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
+    if engine == "intl":
+        speech = intl_held_out_speech(args.sentences)
+    else:
+        speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
     for utt in speech:
         utt["audio"] = scale_vocal_tract(utt["audio"], vocal_tract)
     preds, info = build_models(args, fps)
     mean_face = info.pop("mean_face")
     events = {name: [] for name in preds}
     first_gaps = {}
+    voice_events = []
     for k, utt in enumerate(speech):
         for name, predict in preds.items():
             gap, ev = gap_and_events(predict, utt, mean_face, fps)
             events[name] += ev
+            if name == "streaming":
+                voice_events.append(ev)
             if k == 0:
                 first_gaps[name] = gap
     models = {name: summarise_events(ev) for name, ev in events.items()}
+    by_voice = {}  # the streaming model per voice: n, closed and opened fractions
+    for utt, ev in zip(speech, voice_events):
+        by_voice.setdefault(utt["voice"], []).extend(ev)
+    by_voice = {v: {k: summarise_events(ev)[k] for k in ("n_bilabials", "closed_fraction", "opened_fraction")}
+                for v, ev in by_voice.items()}
     peer = models[PEER]
     s = models["streaming"]
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {"engine": engine, "vocal_tract": vocal_tract, "utterances": len(speech),
-                     "sentences": args.sentences,
+                     "sentences": len({u["text"] for u in speech}),
                      "voices": len({u["voice"] for u in speech}),
                      "fps": fps, "closed_gap_pct": CLOSED_GAP_PCT, "open_gap_pct": OPEN_GAP_PCT,
                      "targets": {"closed_fraction": TARGET_CLOSED_FRACTION, "opened_fraction": TARGET_OPENED_FRACTION,
@@ -266,12 +330,13 @@ def run(args) -> int:
         "info": info,
         "peer": PEER,
         "models": models,
+        "streaming_by_voice": by_voice,
         "ratio_bilabial_gap_over_peer": round(s["bilabial_gap_pct"] / peer["bilabial_gap_pct"], 3),
         "ratio_separation_over_peer": round(s["separation"] / peer["separation"], 3),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"machine: {out['machine']}")
-    print(f"{len(speech)} held-out utterances ({args.sentences} sentences, {out['settings']['voices']} unseen {engine} "
+    print(f"{len(speech)} held-out utterances ({out['settings']['sentences']} sentences, {out['settings']['voices']} unseen {engine} "
           "voices); "
           f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
     print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
@@ -283,6 +348,8 @@ def run(args) -> int:
     print(f"streaming vs {PEER}: median p/b/m gap x{out['ratio_bilabial_gap_over_peer']}, separation "
           f"x{out['ratio_separation_over_peer']}; closed {s['closed_fraction']} vs {peer['closed_fraction']}; "
           f"meets targets: {s['meets_targets']}")
+    print("streaming by voice: " + ", ".join(f"{v} {b['closed_fraction']} of {b['n_bilabials']}"
+                                              for v, b in by_voice.items()))
     plot = REPO / "docs" / "images" / PLOT_NAME[engine] if args.plot is None else args.plot
     out["plot"] = None
     if plot:

@@ -183,9 +183,13 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
     st = d["settings"]
     t = st["targets"]
     lines = _head(name, d, path)
-    who = (f"{st['voices']} espeak-ng voice variants that no training corpus used" if st.get("engine", "espeak") == "espeak"
-           else f"flite's held-out voice in {st['voices']} renditions (no training corpus used it; other flite voices "
-                "may be in the training corpus)")
+    engine = st.get("engine", "espeak")
+    who = {"espeak": f"{st['voices']} espeak-ng voice variants that no training corpus used",
+           "flite": f"flite's held-out voice in {st['voices']} renditions (no training corpus used it; other flite "
+                    "voices may be in the training corpus)",
+           "intl": f"{st['voices']} of festival's Italian, Czech, Finnish and Catalan voices that no training corpus "
+                   "used, each in its own language (other voices of the first three languages may be in the training "
+                   "corpus)"}[engine]
     if st.get("vocal_tract", 1.0) != 1.0:
         who += f", every frequency scaled by {_fmt(st['vocal_tract'])} with the duration kept (`--vocal-tract`)"
     lines += ["", (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by "
@@ -206,7 +210,12 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
     lines += ["", (f"Streaming over the peer: median p/b/m gap x{_fmt(d['ratio_bilabial_gap_over_peer'])}, "
                    f"separation x{_fmt(d['ratio_separation_over_peer'])}."),
               ""]
-    plot = d.get("plot", PLOT_NAME[st.get("engine", "espeak")])  # runs before the key existed wrote the default
+    if d.get("streaming_by_voice") and engine != "espeak":  # espeak's 18 variants would make a long table
+        lines += ["| voice | p, b, m | streaming: closed | opened |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {v} | {b['n_bilabials']} | {_fmt(b['closed_fraction'])} | {_fmt(b['opened_fraction'])} |"
+                  for v, b in d["streaming_by_voice"].items()]
+        lines.append("")
+    plot = d.get("plot", PLOT_NAME[engine])  # runs before the key existed wrote the default
     if plot:
         lines.append(f"![inner-lip gap on a held-out voice](../docs/images/{plot})")
     else:

@@ -72,3 +72,27 @@ def pack_val_segments(pack_manifest) -> list:
     from export.data.pack import load_segments
 
     return load_segments(PACK, "val", 30, progress=False)
+
+
+@pytest.fixture(scope="session")
+def make_synth_corpus():
+    """make(out, minutes, engine="festival", chunk=3, face_model=None, seed=7) -> manifest: `kfusion synth`
+    through its own argument parser (face model fitted on the pack into out/ unless one is given)."""
+    import argparse
+
+    from export.synth import cli
+    from export.synth.face_model import FaceModel
+
+    def make(out: Path, minutes: float, engine: str = "festival", chunk: int = 3, face_model: Path | None = None,
+             seed: int = 7) -> dict:
+        if face_model is None:
+            face_model = out / "face_model.npz"
+            FaceModel.load_or_fit(PACK, face_model)
+        parser = argparse.ArgumentParser()
+        cli.add_arguments(parser)
+        args = parser.parse_args(["--minutes", str(minutes), "--out", str(out), "--seed", str(seed), "--jobs", "1",
+                                  "--chunk", str(chunk), "--face-model", str(face_model), "--engine", engine])
+        assert cli.run(args) == 0
+        return json.loads((out / "manifest.json").read_text())
+
+    return make

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +148,31 @@ def test_bench_articulation_with_flite_speaks_only_its_held_out_voice(tmp_path):
     assert "flite's held-out voice in 2 renditions" in text and "images/flite.png" in text and d["plot"] == "flite.png"
     speech = flite_held_out_speech(("Bob ate.",))
     assert {u["voice"].split()[0] for u in speech} == set(flite.HELD_OUT_VOICES)
+
+
+@pytest.mark.skipif(shutil.which("festival") is None or not list(Path("/usr/share/festival/voices").glob("*/pc_diphone")),
+                    reason="festival's non-English voices are not installed (scripts/debian-packages.txt)")
+def test_bench_articulation_intl_speaks_held_out_voices_in_their_languages(tmp_path):
+    from benchmarks.bench_articulation import INTL_SENTENCES
+    from benchmarks.report import build
+    from engine.cli import main
+    from export.synth import festival
+
+    results = tmp_path / "results"
+    assert main(["bench", "articulation", "--engine", "intl", "--sentences", "1", "--offline-ckpt", "", "--json",
+                 str(results / "articulation-intl.json"), "--plot", ""]) == 0
+    d = json.loads((results / "articulation-intl.json").read_text())
+    held_out = festival.INTL_HELD_OUT_VOICES
+    assert d["settings"]["utterances"] == len(held_out) and d["plot"] is None
+    assert d["settings"]["sentences"] == len({festival.INTL_VOICES[v] for v in held_out})
+    assert set(d["streaming_by_voice"]) == set(held_out) and not set(held_out) & set(festival.INTL_TRAIN_VOICES)
+    s = d["models"]["streaming"]
+    assert s["n_bilabials"] == sum(b["n_bilabials"] for b in d["streaming_by_voice"].values()) >= 15
+    assert s["opened_fraction"] >= 0.9 and d["models"]["loudness_regressor"]["closed_fraction"] < 0.2
+    assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation-intl"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "festival's Italian, Czech, Finnish and Catalan voices" in text and "| upc_ca_ona_hts |" in text
+    assert all(len(v) == 10 for v in INTL_SENTENCES.values())
 
 
 @needs_flite

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shutil
@@ -31,32 +30,23 @@ def face_model_path(tmp_path_factory, pack_manifest) -> Path:
     return path
 
 
-def _generate(out: Path, model: Path, seed: int = 7) -> dict:
-    from export.synth import cli
-
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(["--minutes", "0.05", "--out", str(out), "--seed", str(seed), "--jobs", "1",
-                              "--chunk", "3", "--face-model", str(model)])
-    assert cli.run(args) == 0
-    return json.loads((out / "manifest.json").read_text())
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, face_model_path) -> tuple[Path, dict]:
+def corpus(tmp_path_factory, face_model_path, make_synth_corpus) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("synth_a")
-    return out, _generate(out, face_model_path)
+    return out, make_synth_corpus(out, 0.05, face_model=face_model_path)
 
 
-def test_same_seed_gives_identical_files(corpus, tmp_path, face_model_path):
+def test_same_seed_gives_identical_files(corpus, tmp_path, face_model_path, make_synth_corpus):
     out_a, manifest = corpus
     out_b = tmp_path / "b"
-    _generate(out_b, face_model_path)
+    out_b.mkdir()
+    make_synth_corpus(out_b, 0.05, face_model=face_model_path)
     files = sorted(p.name for p in out_a.iterdir() if p.name not in ("synth_run.json", "face_model.npz"))
     assert len(manifest["clips"]) == 3 and len(files) == 1 + 3 * 3
     for name in files:
         assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
-    other = _generate(tmp_path / "c", face_model_path, seed=8)
+    (tmp_path / "c").mkdir()
+    other = make_synth_corpus(tmp_path / "c", 0.05, face_model=face_model_path, seed=8)
     assert [c["text"] for c in other["clips"]] != [c["text"] for c in manifest["clips"]]
 
 

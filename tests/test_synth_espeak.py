@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +81,13 @@ def test_lips_close_at_bilabial_centres(spoken, face_model_path):
         assert len(opened) >= 4 and np.median(opened) > 4.0, (voice, opened)
 
 
-def test_cli_espeak_engine_writes_the_pack_format(tmp_path, face_model_path):
+def test_cli_espeak_engine_writes_the_pack_format(tmp_path, face_model_path, make_synth_corpus):
     import soundfile as sf
 
     from export.data.pack import load_segments
     from export.synth import cli, espeak
 
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(["--minutes", "0.1", "--out", str(tmp_path), "--seed", "7", "--jobs", "1",
-                              "--chunk", "3", "--face-model", str(face_model_path), "--engine", "espeak"])
-    assert cli.run(args) == 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = make_synth_corpus(tmp_path, 0.1, "espeak", face_model=face_model_path)
     assert manifest["voices"] == list(espeak.VOICES) and len(manifest["clips"]) >= 3
     for rec in manifest["clips"]:
         assert rec["id"].startswith("espeak7_") and rec["voice"] in espeak.VOICES and rec["tts_engine"] == "espeak"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -79,19 +77,12 @@ def test_phone_timings_match_the_sound(spoken):
 
 
 @needs_flite
-def test_cli_flite_engine_writes_training_voices_only(tmp_path):
+def test_cli_flite_engine_writes_training_voices_only(tmp_path, make_synth_corpus):
     import soundfile as sf
 
-    from export.synth import cli, flite
-    from export.synth.face_model import FaceModel
+    from export.synth import flite
 
-    FaceModel.load_or_fit(PACK, tmp_path / "face_model.npz")
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(["--minutes", "0.15", "--out", str(tmp_path), "--seed", "7", "--jobs", "1",
-                              "--chunk", "3", "--engine", "flite"])
-    assert cli.run(args) == 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = make_synth_corpus(tmp_path, 0.15, "flite")
     assert manifest["voices"] == list(flite.TRAIN_VOICES) and len(manifest["clips"]) >= 3
     assert not set(flite.HELD_OUT_VOICES) & {r["voice"] for r in manifest["clips"]}
     for rec in manifest["clips"]:

@@ -31,8 +31,8 @@ PROSODY = {"neutral": (1.0, 0.0, 1.0, 0.0, 1.0), "happy": (0.93, 2.5, 1.5, 2.0, 
            "sad": (1.18, -2.0, 0.6, -5.0, 0.8), "angry": (0.9, 1.0, 1.4, 4.0, 1.15),
            "surprised": (0.97, 4.0, 1.8, 2.0, 1.1)}
 EMOTIONS_ORDER = tuple(EMOTION_WEIGHTS)
-ENGINES = ("festival", "espeak", "flite", "both")
-ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite"}  # clip ids: PREFIX<seed>_<index>
+ENGINES = ("festival", "espeak", "flite", "intl", "both")
+ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite", "intl": "intl"}  # clip ids: PREFIX<seed>_<index>
 TARGET_RMS_DBFS = -22.0
 PEAK_LIMIT = 0.97
 
@@ -48,8 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fitted face model cache (.npz); default OUT/face_model.npz")
     p.add_argument("--render", type=int, default=0, help="also render this many clips to OUT/renders/*.mp4")
     p.add_argument("--engine", choices=ENGINES, default="festival",
-                   help="TTS: festival, espeak (libespeak-ng), flite (its training voices, "
-                        "export.synth.flite.TRAIN_VOICES) or both (festival and espeak, alternating utterances)")
+                   help="TTS: festival (its English voices), espeak (libespeak-ng), flite (its training voices, "
+                        "export.synth.flite.TRAIN_VOICES), intl (festival's Italian, Czech and Finnish training "
+                        "voices reading the English text, export.synth.festival.INTL_TRAIN_VOICES) or both "
+                        "(festival and espeak, alternating utterances)")
 
 
 def _engine_of(engine: str, index: int) -> str:
@@ -61,8 +63,8 @@ def _engine_of(engine: str, index: int) -> str:
 def _voices(engine: str) -> tuple[str, ...]:
     from export.synth import espeak, festival, flite
 
-    return {"festival": festival.VOICES, "espeak": espeak.VOICES, "flite": flite.TRAIN_VOICES,
-            "both": festival.VOICES + espeak.VOICES}[engine]
+    return {"festival": festival.ENGLISH_VOICES, "espeak": espeak.VOICES, "flite": flite.TRAIN_VOICES,
+            "intl": festival.INTL_TRAIN_VOICES, "both": festival.ENGLISH_VOICES + espeak.VOICES}[engine]
 
 
 def utterance_spec(seed: int, index: int, n_identities: int, engine: str = "festival") -> dict:
@@ -132,10 +134,11 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, eng
     specs = [utterance_spec(seed, i, len(model.identities), engine) for i in range(first, first + count)]
     tts = {name: [s for s in specs if s["engine"] == name] for name in ID_PREFIX}
     by_id = {}
-    if tts["festival"]:
-        reqs = [festival.TtsRequest.from_spec(s) for s in tts["festival"]]
-        with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
-            by_id.update(zip([s["id"] for s in tts["festival"]], festival.synthesize(reqs, Path(tmp))))
+    for name in ("festival", "intl"):  # both are festival's voices
+        if tts[name]:
+            reqs = [festival.TtsRequest.from_spec(s) for s in tts[name]]
+            with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
+                by_id.update(zip([s["id"] for s in tts[name]], festival.synthesize(reqs, Path(tmp))))
     if tts["espeak"]:
         reqs = [espeak.EspeakRequest.from_spec(s) for s in tts["espeak"]]
         by_id.update(zip([s["id"] for s in tts["espeak"]], espeak.synthesize(reqs)))
