@@ -117,3 +117,34 @@ def test_cli_intl_engine_writes_training_voices_only(tmp_path, make_synth_corpus
     # the English festival corpus draws only the English voices, as before the other languages came
     specs = [cli.utterance_spec(1, i, 10, "festival") for i in range(40)]
     assert {s["voice"] for s in specs} <= set(festival.ENGLISH_VOICES)
+
+
+def test_native_sentences_are_seeded_and_in_their_own_words():
+    from export.synth.text_intl import LANGUAGES, WORDS, sentence_in
+
+    for lang in LANGUAGES:
+        a = [sentence_in(np.random.default_rng([3, i]), lang) for i in range(30)]
+        assert a == [sentence_in(np.random.default_rng([3, i]), lang) for i in range(30)]
+        assert len(set(a)) >= 25 and all(s.isascii() and s.endswith(".") and '"' not in s for s in a)
+        names = set(WORDS[lang]["names"])
+        assert all(s.split()[0] in names for s in a)
+    with pytest.raises(ValueError, match="language must be one of"):
+        sentence_in(np.random.default_rng(0), "catalan")  # no training voice speaks it: held out whole
+
+
+@needs_intl
+def test_cli_intl_native_engine_speaks_each_voice_in_its_language(tmp_path, make_synth_corpus):
+    from export.synth import festival
+    from export.synth.text_intl import WORDS
+    from export.synth.visemes import TARGETS
+
+    manifest = make_synth_corpus(tmp_path, 0.2, "intl-native", chunk=4)
+    assert manifest["voices"] == list(festival.INTL_TRAIN_VOICES) and len(manifest["clips"]) >= 4
+    bilabials = 0
+    for rec in manifest["clips"]:
+        assert rec["id"].startswith("intln7_") and rec["tts_engine"] == "intl-native"
+        assert rec["text"].split()[0] in WORDS[festival.INTL_VOICES[rec["voice"]]]["names"]
+        phones = json.loads((tmp_path / rec["phones"]).read_text())
+        assert phones and all(p["phone"] in TARGETS for p in phones)
+        bilabials += sum(p["phone"] in ("p", "b", "m") for p in phones)
+    assert bilabials >= 2 * len(manifest["clips"])

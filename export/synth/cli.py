@@ -31,8 +31,9 @@ PROSODY = {"neutral": (1.0, 0.0, 1.0, 0.0, 1.0), "happy": (0.93, 2.5, 1.5, 2.0, 
            "sad": (1.18, -2.0, 0.6, -5.0, 0.8), "angry": (0.9, 1.0, 1.4, 4.0, 1.15),
            "surprised": (0.97, 4.0, 1.8, 2.0, 1.1)}
 EMOTIONS_ORDER = tuple(EMOTION_WEIGHTS)
-ENGINES = ("festival", "espeak", "flite", "intl", "both")
-ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite", "intl": "intl"}  # clip ids: PREFIX<seed>_<index>
+ENGINES = ("festival", "espeak", "flite", "intl", "intl-native", "both")
+ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite", "intl": "intl", "intl-native": "intln"}
+FESTIVAL_ENGINES = ("festival", "intl", "intl-native")  # the engines that speak through festival  # clip ids: PREFIX<seed>_<index>
 TARGET_RMS_DBFS = -22.0
 PEAK_LIMIT = 0.97
 
@@ -50,8 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="festival",
                    help="TTS: festival (its English voices), espeak (libespeak-ng), flite (its training voices, "
                         "export.synth.flite.TRAIN_VOICES), intl (festival's Italian, Czech and Finnish training "
-                        "voices reading the English text, export.synth.festival.INTL_TRAIN_VOICES) or both "
-                        "(festival and espeak, alternating utterances)")
+                        "voices reading the English text, export.synth.festival.INTL_TRAIN_VOICES), intl-native "
+                        "(the same voices reading sentences in their own languages, export/synth/text_intl.py) or "
+                        "both (festival and espeak, alternating utterances)")
 
 
 def _engine_of(engine: str, index: int) -> str:
@@ -64,26 +66,31 @@ def _voices(engine: str) -> tuple[str, ...]:
     from export.synth import espeak, festival, flite
 
     return {"festival": festival.ENGLISH_VOICES, "espeak": espeak.VOICES, "flite": flite.TRAIN_VOICES,
-            "intl": festival.INTL_TRAIN_VOICES, "both": festival.ENGLISH_VOICES + espeak.VOICES}[engine]
+            "intl": festival.INTL_TRAIN_VOICES, "intl-native": festival.INTL_TRAIN_VOICES, "both": festival.ENGLISH_VOICES + espeak.VOICES}[engine]
 
 
 def utterance_spec(seed: int, index: int, n_identities: int, engine: str = "festival") -> dict:
     """Everything random about utterance `index`, drawn from its own seeded stream."""
+    from export.synth.festival import INTL_VOICES
     from export.synth.text import sentence
+    from export.synth.text_intl import sentence_in
 
     engine = _engine_of(engine, index)
     voices = _voices(engine)
     rng = np.random.default_rng([seed, index])
     emotion = str(rng.choice(list(EMOTIONS_ORDER), p=[EMOTION_WEIGHTS[e] for e in EMOTIONS_ORDER]))
     stretch, semis, f0_range, gain_db, artic = PROSODY[emotion]
+    split = "val" if rng.random() < VAL_FRACTION else "train"
+    voice = voices[int(rng.integers(len(voices)))]
+    intensity = round(float(rng.uniform(0.5, 1.0)) if emotion != "neutral" else 0.0, 3)
     return {
         "id": f"{ID_PREFIX[engine]}{seed}_{index:06d}",
         "engine": engine,
-        "split": "val" if rng.random() < VAL_FRACTION else "train",
-        "voice": voices[int(rng.integers(len(voices)))],
+        "split": split,
+        "voice": voice,
         "emotion": emotion,
-        "emotion_intensity": round(float(rng.uniform(0.5, 1.0)) if emotion != "neutral" else 0.0, 3),
-        "text": sentence(rng, emotion),
+        "emotion_intensity": intensity,
+        "text": sentence_in(rng, INTL_VOICES[voice]) if engine == "intl-native" else sentence(rng, emotion),
         "duration_stretch": round(float(np.clip(stretch * rng.uniform(0.85, 1.2), 0.6, 1.8)), 3),
         "pitch_semitones": round(semis + float(rng.normal(0.0, 1.5)), 2),
         "f0_range": round(f0_range * float(rng.uniform(0.8, 1.25)), 3),
@@ -134,7 +141,7 @@ def make_chunk(out: str, seed: int, first: int, count: int, model_path: str, eng
     specs = [utterance_spec(seed, i, len(model.identities), engine) for i in range(first, first + count)]
     tts = {name: [s for s in specs if s["engine"] == name] for name in ID_PREFIX}
     by_id = {}
-    for name in ("festival", "intl"):  # both are festival's voices
+    for name in FESTIVAL_ENGINES:
         if tts[name]:
             reqs = [festival.TtsRequest.from_spec(s) for s in tts[name]]
             with tempfile.TemporaryDirectory(prefix="kfusion-synth-") as tmp:
