@@ -3,6 +3,10 @@
     events = phone_events(gap_pct, phones, fps)        # one row per bilabial / open vowel
     summary = summarise_events(events)                   # closed / opened fractions, separation, timing
 
+Real speech has no phone times, so there the tracked lips mark the closures instead:
+    spans = speech_closures(true_gap_pct)               # where the tracked lips shut between two openings
+    shut = shut_at(pred_gap_pct, spans)                  # how many of them the model shuts too
+
 `gap_pct` is the inner-lip gap (engine.face.inner_lip_gap) in % of the outer-eye-corner distance, so
 faces of any size compare; `phones` are festival radio phones [(phone, start_s, end_s)] as the synth
 engines give them. Frame i shows the face at time i / fps.
@@ -65,6 +69,42 @@ def phone_events(gap_pct: np.ndarray, phones: list[tuple[str, float, float]], fp
         out.append({"phone": phone, "kind": kind, "start_s": float(start), "end_s": float(end),
                     "gap_pct": float(seg[i]), "offset_ms": 1000.0 * ((a + i) / fps - 0.5 * (start + end))})
     return out
+
+
+# Real speech: a closure is a run of frames whose tracked gap is at most CLOSED_GAP_PCT, no longer than
+# MAX_CLOSURE_FRAMES (a longer one is a rest, not a p, b or m), with the lips open (>= OPEN_GAP_PCT) within
+# CONTEXT_FRAMES before and after it, so that it falls inside speech.
+MAX_CLOSURE_FRAMES = 8  # 267 ms at 30 fps
+CONTEXT_FRAMES = 10  # 333 ms
+
+
+def speech_closures(true_gap_pct: np.ndarray) -> list[tuple[int, int]]:
+    """[(first, last)] frame spans where the tracked lips shut between two openings (see the constants)."""
+    gap = np.asarray(true_gap_pct, np.float64)
+    if gap.ndim != 1:
+        raise ValueError(f"true_gap_pct must be 1-D (T,), got shape {gap.shape}")
+    shut = gap <= CLOSED_GAP_PCT
+    spans, i, n = [], 0, len(gap)
+    while i < n:
+        if not shut[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and shut[j + 1]:
+            j += 1
+        before, after = gap[max(0, i - CONTEXT_FRAMES):i], gap[j + 1:j + 1 + CONTEXT_FRAMES]
+        if (j - i < MAX_CLOSURE_FRAMES and before.size and after.size
+                and before.max() >= OPEN_GAP_PCT and after.max() >= OPEN_GAP_PCT):
+            spans.append((i, j))
+        i = j + 1
+    return spans
+
+
+def shut_at(pred_gap_pct: np.ndarray, spans: list[tuple[int, int]]) -> int:
+    """How many spans the prediction also shuts in (gap <= CLOSED_GAP_PCT within a frame of the span)."""
+    gap = np.asarray(pred_gap_pct, np.float64)
+    return sum(bool(gap[max(0, a - SPAN_SLACK_FRAMES):b + 1 + SPAN_SLACK_FRAMES].min() <= CLOSED_GAP_PCT)
+               for a, b in spans)
 
 
 def separation(closures: np.ndarray, openings: np.ndarray) -> float:

@@ -221,6 +221,9 @@ def merge_segments(parts: list[dict]) -> dict:
     out = {"frames": int(w.sum())}
     for k in ("ld", "mouth_ld", "lvd", "mouth_lvd"):
         out[k] = float(np.average([p[k] for p in parts], weights=w))
+    for k in ("closures", "closures_shut"):  # counts add up
+        if all(k in p for p in parts):
+            out[k] = int(sum(p[k] for p in parts))
     curves = np.array([p["lip_gap_curve"] for p in parts], np.float64)
     ok = np.isfinite(curves)
     cw = np.where(ok, w[:, None], 0.0)
@@ -235,19 +238,25 @@ def score(segments: list, preds: dict, fps: int, reference: np.ndarray) -> tuple
     from tqdm import tqdm
 
     from engine.face import inner_lip_gap
+    from export.articulation import inner_gap_pct, shut_at, speech_closures
     from export.metrics import canonicalise, clip_metrics
 
     by_clip: dict = defaultdict(lambda: defaultdict(list))
     traces: dict = {}
     for seg in tqdm(segments, desc="eval", unit="clip"):
         truth = truth_track(seg)
-        gaps = {"truth": inner_lip_gap(canonicalise(truth, reference))}
+        truth_canon = canonicalise(truth, reference)
+        gaps = {"truth": inner_lip_gap(truth_canon)}
+        spans = speech_closures(inner_gap_pct(truth_canon))  # where the tracked lips shut inside speech
         for name, predict in preds.items():
             pred = np.asarray(predict(seg), np.float64)
             if pred.shape != truth.shape:
                 raise ValueError(f"{name} gave {pred.shape} for {seg.clip_id}, expected {truth.shape}")
-            by_clip[seg.clip_id][name].append(clip_metrics(pred, truth, fps, reference))
-            gaps[name] = inner_lip_gap(canonicalise(pred, reference))
+            metrics = clip_metrics(pred, truth, fps, reference)
+            pred_canon = canonicalise(pred, reference)
+            metrics.update(closures=len(spans), closures_shut=shut_at(inner_gap_pct(pred_canon), spans))
+            by_clip[seg.clip_id][name].append(metrics)
+            gaps[name] = inner_lip_gap(pred_canon)
         if len(gaps["truth"]) > len(traces.get(seg.clip_id, {}).get("truth", ())):
             traces[seg.clip_id] = gaps  # the clip's longest segment
     per_clip = {cid: {m: merge_segments(parts) for m, parts in models.items()} for cid, models in by_clip.items()}
@@ -337,12 +346,16 @@ def _num(v, fmt: str, scale: float = 1.0, missing: str = "n/a") -> str:
 
 
 def format_table(models: dict) -> str:
-    """Markdown table: one row per model, the six metrics (LD/LVD in % of the inter-ocular distance)."""
-    rows = ["| model | LD % | mouth LD % | LVD % | mouth LVD % | lip-gap r (lag 0) | lip-gap lag ms |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Markdown table: one row per model, the six metrics (LD/LVD in % of the inter-ocular distance), and the
+    share of the tracked mid-speech lip closures where the model shuts too (export.articulation.speech_closures)."""
+    rows = [("| model | LD % | mouth LD % | LVD % | mouth LVD % | lip-gap r (lag 0) | lip-gap lag ms | "
+             "tracked closures shut |"),
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in models.items():
         cells = [_num(m[k], ".2f", 100.0) for k in ("ld", "mouth_ld", "lvd", "mouth_lvd")]
         cells += [_num(m["lip_gap_corr"], ".3f", missing="n/a (still)"), _num(m["lip_gap_lag_ms"], "+.0f")]
+        shut = _num(m.get("closures_shut_fraction"), ".2f")
+        cells.append(f"{shut} of {m['closures']}" if "closures" in m else shut)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -153,6 +153,9 @@ def aggregate(per_clip: list[dict], fps: float) -> dict:
     r0, lag_ms, r_peak = peak_of_curve(mean_curve, fps)
     out.update(lip_gap_corr=r0, lip_gap_lag_ms=lag_ms, lip_gap_corr_peak=r_peak,
                n_clips=len(per_clip), frames=int(sum(c["frames"] for c in per_clip)))
+    if all("closures" in c for c in per_clip):  # real closures (export.articulation.speech_closures), pooled
+        total, shut = sum(c["closures"] for c in per_clip), sum(c["closures_shut"] for c in per_clip)
+        out.update(closures=int(total), closures_shut_fraction=shut / total if total else float("nan"))
     return out
 
 

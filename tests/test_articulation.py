@@ -79,6 +79,27 @@ def test_summary_counts_closed_and_open_against_the_thresholds():
     assert s["meets_targets"] is False  # 75 % closed is under the 90 % target
 
 
+def test_speech_closures_are_short_shut_runs_between_openings():
+    from export.articulation import CONTEXT_FRAMES, MAX_CLOSURE_FRAMES, shut_at, speech_closures
+
+    gap = np.full(80, 8.0)
+    gap[:6] = 0.0  # shut at the start: no opening before it, so not inside speech
+    gap[20:23] = 1.0  # a p between two vowels
+    gap[40:40 + MAX_CLOSURE_FRAMES + 2] = 0.5  # a long rest, not a bilabial
+    gap[60] = CLOSED_GAP_PCT  # one frame, at the threshold
+    assert speech_closures(gap) == [(20, 22), (60, 60)]
+    quiet = gap.copy()
+    quiet[48:] = OPEN_GAP_PCT - 0.1  # no opening after the last one any more
+    assert speech_closures(quiet) == [(20, 22)]
+    pred = np.full(80, 6.0)
+    pred[23] = 1.5  # shuts one frame late: within the slack
+    pred[58] = 1.0  # two frames early: missed
+    assert shut_at(pred, [(20, 22), (60, 60)]) == 1 and shut_at(pred, []) == 0
+    assert CONTEXT_FRAMES * 1000 / FPS > 300  # the openings are looked for within a third of a second
+    with pytest.raises(ValueError, match="1-D"):
+        speech_closures(np.zeros((4, 2)))
+
+
 def test_gap_is_in_percent_of_the_eye_distance_for_any_face_size():
     from engine.session import ModelSession, default_model_path
 

@@ -86,6 +86,11 @@ def test_eval_json_on_two_test_clips(tmp_path, pack_manifest):
         for k in ("ld", "mouth_ld", "lvd", "mouth_lvd"):
             assert np.isfinite(m[k]) and m[k] > 0, (name, k)
     assert res["models"]["static_face"]["lip_gap_corr"] is None  # a still mouth has no correlation
+    # the tracked mid-speech closures, the same for every model; a still face never shuts
+    n_closures = {m["closures"] for m in res["models"].values()}
+    assert len(n_closures) == 1 and n_closures.pop() >= 3  # these two GRID clips have 5
+    assert res["models"]["static_face"]["closures_shut_fraction"] == 0.0
+    assert 0.0 <= res["models"]["streaming"]["closures_shut_fraction"] <= 1.0
     # the clip's own identity is closer to its frames than the population mean face
     assert res["models"]["static_face"]["ld"] < res["models"]["mean_face"]["ld"]
     # two still faces have the same velocity error: the truth's own motion
