@@ -77,6 +77,9 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "articulation-flite-vt105": ("`kfusion bench articulation --engine flite --vocal-tract 1.05 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.05,"),
           "articulation-flite-vt115": ("`kfusion bench articulation --engine flite --vocal-tract 1.15 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.15,"),
           "articulation-flite-vt130": ("`kfusion bench articulation --engine flite --vocal-tract 1.3 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.3,"),
+          "articulation-intl": ("`kfusion bench articulation --engine intl`: the shipped stage-23 model on festival's "
+                                "Italian, Czech, Finnish and Catalan voices that no corpus holds, each reading "
+                                "sentences in its own language,"),
           "articulation-flite-run3": ("`kfusion bench articulation --engine flite`: the shipped stage-23 model (half "
                                       "stage 6, half a fine-tune with 60 min of flite speech; `kfusion mix`),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "
