@@ -108,7 +108,11 @@ def section_text(result: dict, images: list[Path], results_path: Path, format_ta
         "frames; LVD = the same on frame-to-frame velocities (along time). Lip gap = mean of points "
         "61-63 vs 67-65; r is the Pearson correlation at lag 0 and the lag is where the clip-averaged "
         "lag curve (+-200 ms) peaks; + means the prediction is late. Each clip is averaged over its frames, "
-        "then clips are averaged with equal weight."),
+        "then clips are averaged with equal weight. Tracked closures: places where the tracked inner-lip gap "
+        "falls to 2 % of the eye distance or less for at most 8 frames (267 ms) with the lips open (>= 5 %) "
+        "within 333 ms before and after, i.e. lips shut inside speech, mostly on p, b and m; a model shuts at "
+        "one when its own gap reaches 2 % within a frame of it (`export.articulation.speech_closures`; pooled "
+        "over clips)."),
         ("- Models get the clip's own mean canonical shape as identity and no emotion label; `streaming` "
         "runs the ONNX file over the whole clip in one call from the zero state (causal, so identical to "
         "live streaming), with the lip seal the model file asks for "
