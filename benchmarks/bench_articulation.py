@@ -5,8 +5,8 @@ corpus used: espeak-ng voice variants (`--engine espeak`, the default; its phone
 times), or flite's held-out voice (`--engine flite`: a CMU ARCTIC speaker, `flite -psdur` gives the
 times), a synthesiser whose other voices the model may have heard, or festival's held-out voices in
 other languages (`--engine intl`: Italian, Czech, Finnish and Catalan voices reading sentences written in
-their own language, their phones mapped to radio phones by export/synth/phonesets.py). Each model's inner-lip gap is read at
-every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
+their own language, their phones mapped to radio phones by export/synth/phonesets.py). Each model's
+inner-lip gap is read at every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
 `--vocal-tract F` makes other speakers of the same voices: every frequency (formants and pitch) scaled by
@@ -31,7 +31,8 @@ import numpy as np
 from benchmarks.machine import run_date_utc
 
 REPO = Path(__file__).resolve().parents[1]
-PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png"}  # in docs/images, by --engine
+# in docs/images, by --engine
+PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png"}
 PEER = "loudness_regressor"
 # espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
 # time), each paired with one of the training accents in turn.
@@ -109,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "intl, the first N of each language's)")
     p.add_argument("--plot", default=None,
                    help="where to write the gap-trace picture ('' = none; default docs/images/" + PLOT_NAME["espeak"]
-                        + ", or " + PLOT_NAME["flite"] + " with --engine flite)")
+                        + ", or " + PLOT_NAME["flite"] + " / " + PLOT_NAME["intl"] + " with --engine flite / intl)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
@@ -336,8 +337,8 @@ def run(args) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"machine: {out['machine']}")
-    print(f"{len(speech)} held-out utterances ({out['settings']['sentences']} sentences, {out['settings']['voices']} unseen {engine} "
-          "voices); "
+    print(f"{len(speech)} held-out utterances ({out['settings']['sentences']} sentences, "
+          f"{out['settings']['voices']} unseen {engine} voices); "
           f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
     print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
           f"{'vowel gap':>9} {'p10':>6} {'closure ms':>10}")

@@ -32,8 +32,9 @@ PROSODY = {"neutral": (1.0, 0.0, 1.0, 0.0, 1.0), "happy": (0.93, 2.5, 1.5, 2.0, 
            "surprised": (0.97, 4.0, 1.8, 2.0, 1.1)}
 EMOTIONS_ORDER = tuple(EMOTION_WEIGHTS)
 ENGINES = ("festival", "espeak", "flite", "intl", "intl-native", "both")
+# clip ids: PREFIX<seed>_<index>
 ID_PREFIX = {"festival": "synth", "espeak": "espeak", "flite": "flite", "intl": "intl", "intl-native": "intln"}
-FESTIVAL_ENGINES = ("festival", "intl", "intl-native")  # the engines that speak through festival  # clip ids: PREFIX<seed>_<index>
+FESTIVAL_ENGINES = ("festival", "intl", "intl-native")  # the engines that speak through festival
 TARGET_RMS_DBFS = -22.0
 PEAK_LIMIT = 0.97
 
@@ -66,7 +67,8 @@ def _voices(engine: str) -> tuple[str, ...]:
     from export.synth import espeak, festival, flite
 
     return {"festival": festival.ENGLISH_VOICES, "espeak": espeak.VOICES, "flite": flite.TRAIN_VOICES,
-            "intl": festival.INTL_TRAIN_VOICES, "intl-native": festival.INTL_TRAIN_VOICES, "both": festival.ENGLISH_VOICES + espeak.VOICES}[engine]
+            "intl": festival.INTL_TRAIN_VOICES, "intl-native": festival.INTL_TRAIN_VOICES,
+            "both": festival.ENGLISH_VOICES + espeak.VOICES}[engine]
 
 
 def utterance_spec(seed: int, index: int, n_identities: int, engine: str = "festival") -> dict:

@@ -23,8 +23,9 @@ ENGLISH_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 # Festival's voices for other languages (Debian festvox-* packages), each with its phone set's language
 # (export/synth/phonesets.py maps their phones to radio phones). They read English text by their own
 # letter-to-sound rules, which is enough to widen the speakers a model hears; `kfusion synth --engine intl`
-# speaks with INTL_TRAIN_VOICES, and `kfusion bench articulation --engine intl` tests on the others, which
-# no corpus holds, reading sentences in their own language.
+# (English text) and `--engine intl-native` (their own languages) speak with INTL_TRAIN_VOICES, and
+# `kfusion bench articulation --engine intl` tests on the others, which no corpus holds, reading sentences
+# in their own language.
 INTL_VOICES = {
     "lp_diphone": "italian", "pc_diphone": "italian",  # Italian woman, man
     "czech_machac": "czech", "czech_krb": "czech", "czech_dita": "czech", "czech_ph": "czech",  # man, boy, woman, man

@@ -41,11 +41,11 @@ def to_radio(phone: str, language: str) -> str:
     table = _BY_LANGUAGE[language]
     long_off = phone.rstrip(":")
     # the phone as it is, without its length mark, then without its stress digit (Finnish 7 is a vowel)
-    radio = next((table.get(b) or _COMMON.get(b) for b in (phone, long_off, _STRESS.sub("", long_off))
-                  if table.get(b) or _COMMON.get(b)), None)
-    if radio is None:
-        raise ValueError(f"no radio phone for {language} phone {phone!r}; add it to export/synth/phonesets.py")
-    return radio
+    for base in (phone, long_off, _STRESS.sub("", long_off)):
+        radio = table.get(base) or _COMMON.get(base)
+        if radio:
+            return radio
+    raise ValueError(f"no radio phone for {language} phone {phone!r}; add it to export/synth/phonesets.py")
 
 
 def phones_to_radio(phones: list[tuple[str, float, float]], language: str) -> list[tuple[str, float, float]]:
