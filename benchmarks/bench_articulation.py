@@ -5,14 +5,16 @@ corpus used: espeak-ng voice variants (`--engine espeak`, the default; its phone
 times), or flite's held-out voice (`--engine flite`: a CMU ARCTIC speaker, `flite -psdur` gives the
 times), a synthesiser whose other voices the model may have heard, or festival's held-out voices in
 other languages (`--engine intl`: Italian, Czech, Finnish and Catalan voices reading sentences written in
-their own language, their phones mapped to radio phones by export/synth/phonesets.py). Each model's
+their own language, their phones mapped to radio phones by export/synth/phonesets.py). `--engine festival`
+is the odd one out: festival's English voices, which every corpus holds, read the benchmark's sentences (new
+sentences, known voices: the set-up of ../shared/RECIPES.md). Each model's
 inner-lip gap is read at every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
 `--vocal-tract F` makes other speakers of the same voices: every frequency (formants and pitch) scaled by
 F, the duration kept (soxr resampling, then sox's WSOLA tempo; the round trip alone costs a few points).
 
-Usage: kfusion bench articulation [--engine espeak|flite|intl] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
+Usage: kfusion bench articulation [--engine espeak|flite|intl|festival] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
        [--json PATH] [--plot PNG]
 """
 
@@ -32,7 +34,8 @@ from benchmarks.machine import run_date_utc
 
 REPO = Path(__file__).resolve().parents[1]
 # in docs/images, by --engine
-PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png"}
+PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png",
+             "festival": "articulation_festival.png"}
 PEER = "loudness_regressor"
 # espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
 # time), each paired with one of the training accents in turn.
@@ -84,10 +87,12 @@ INTL_SENTENCES = {
                 "Pere menja pa amb oli cada mati.", "La bomba ha petat a la placa.",
                 "Tinc moltes ganes de menjar mandarines.", "Un bon mapa ens ajuda a passejar."),
 }
-ENGINES = ("espeak", "flite", "intl")
+ENGINES = ("espeak", "flite", "intl", "festival")
 VOCAL_TRACT_RANGE = (0.7, 1.4)
 # flite's held-out voice, spoken twice per sentence: as it is, and 10 % slower and 3 semitones higher.
 FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
+# `--engine festival`: each English training voice as it is, 15 % slower 3 semitones up, 15 % faster 3 down.
+FESTIVAL_RENDITIONS = ((1.0, 0.0), (1.15, 3.0), (0.85, -3.0))
 # festival's voices come out at levels 13 dB apart (RMS -13 dBFS Italian to -26 dBFS Finnish), so
 # `--engine intl` speech is set to the level of the synthetic corpora (export.synth.cli.TARGET_RMS_DBFS).
 SPEECH_DBFS = -22.0
@@ -97,8 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from export.evaluate import DEFAULT_OFFLINE_CKPT
 
     p.add_argument("--engine", choices=ENGINES, default="espeak",
-                   help="who speaks: espeak-ng variants no corpus used, flite's held-out voice, or festival's "
-                        "held-out Italian, Czech, Finnish and Catalan voices in their own languages")
+                   help="who speaks: espeak-ng variants no corpus used, flite's held-out voice, festival's "
+                        "held-out Italian, Czech, Finnish and Catalan voices in their own languages, or festival's "
+                        "English voices, which every corpus holds (new sentences only)")
     p.add_argument("--vocal-tract", dest="vocal_tract", type=float, default=1.0,
                    help="scale every frequency of the speech by this factor, duration kept (another speaker; "
                         f"{VOCAL_TRACT_RANGE[0]}-{VOCAL_TRACT_RANGE[1]}, 1 = as spoken)")
@@ -110,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "intl, the first N of each language's)")
     p.add_argument("--plot", default=None,
                    help="where to write the gap-trace picture ('' = none; default docs/images/" + PLOT_NAME["espeak"]
-                        + ", or " + PLOT_NAME["flite"] + " / " + PLOT_NAME["intl"] + " with --engine flite / intl)")
+                        + ", or articulation_ENGINE.png with another --engine)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
@@ -172,8 +178,6 @@ def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
 def intl_held_out_speech(n_sentences: int) -> list[dict]:
     """[{text, voice, audio, phones (radio)}]: each held-out festival voice reads its language's first
     n_sentences INTL_SENTENCES."""
-    from tqdm import tqdm
-
     from export.synth import festival
 
     held_out = festival.INTL_HELD_OUT_VOICES
@@ -181,12 +185,33 @@ def intl_held_out_speech(n_sentences: int) -> list[dict]:
         raise ValueError(f"festival.INTL_HELD_OUT_VOICES {held_out} must be non-empty and outside INTL_TRAIN_VOICES")
     reqs = [festival.TtsRequest(text, voice) for voice in held_out
             for text in INTL_SENTENCES[festival.INTL_VOICES[voice]][:n_sentences]]
+    return _festival_speech(reqs, "festival held-out voices")
+
+
+def festival_known_voice_speech(sentences=SENTENCES) -> list[dict]:
+    """[{text, voice, audio, phones}]: every sentence by each of festival's English (training) voices, in each
+    FESTIVAL_RENDITIONS."""
+    from export.synth import festival
+
+    reqs = [festival.TtsRequest(text, voice, stretch, semis) for voice in festival.ENGLISH_VOICES
+            for stretch, semis in FESTIVAL_RENDITIONS for text in sentences]
+    return _festival_speech(reqs, "festival English voices")
+
+
+def _festival_speech(reqs: list, desc: str) -> list[dict]:
+    """Each request through festival, set to SPEECH_DBFS; voice names carry the rendition when it is not plain."""
+    from tqdm import tqdm
+
+    from export.synth import festival
+
     out = []
-    with tempfile.TemporaryDirectory(prefix="kfusion-bench-intl-") as tmp:
-        for req in tqdm(reqs, desc="festival held-out voices", unit="utt"):
+    with tempfile.TemporaryDirectory(prefix="kfusion-bench-festival-") as tmp:
+        for req in tqdm(reqs, desc=desc, unit="utt"):
             (audio, phones), = festival.synthesize([req], Path(tmp))
             audio = audio * (10 ** (SPEECH_DBFS / 20.0) / (float(np.sqrt(np.mean(audio**2))) + 1e-9))
-            out.append({"text": req.text, "voice": req.voice, "audio": np.clip(audio, -1.0, 1.0).astype(np.float32),
+            plain = (req.duration_stretch, req.pitch_semitones) == (1.0, 0.0)
+            voice = req.voice if plain else f"{req.voice} (x{req.duration_stretch:g}, {req.pitch_semitones:+g} st)"
+            out.append({"text": req.text, "voice": voice, "audio": np.clip(audio, -1.0, 1.0).astype(np.float32),
                         "phones": phones})
     return out
 
@@ -242,7 +267,7 @@ def build_models(args, fps: int) -> tuple[dict, dict]:
     return preds, info
 
 
-def plot_traces(utt: dict, gaps: dict, fps: int, out: Path) -> None:
+def plot_traces(utt: dict, gaps: dict, fps: int, out: Path, voice_heard: bool = False) -> None:
     """One utterance: each model's inner-lip gap over time, bilabials shaded red, open vowels blue."""
     import matplotlib
 
@@ -262,7 +287,8 @@ def plot_traces(utt: dict, gaps: dict, fps: int, out: Path) -> None:
     ax.axhline(OPEN_GAP_PCT, color="tab:blue", ls=":", lw=0.8)
     ax.set_xlabel("audio time (s)")
     ax.set_ylabel("inner-lip gap (% eye distance)")
-    ax.set_title(f"\"{utt['text']}\" ({utt['voice']}, a voice no model heard); red: p b m, blue: open vowels",
+    heard = "a voice the model trained on, a new sentence" if voice_heard else "a voice no model heard"
+    ax.set_title(f"\"{utt['text']}\" ({utt['voice']}, {heard}); red: p b m, blue: open vowels",
                  fontsize=9, pad=14)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
@@ -294,6 +320,8 @@ def run(args) -> int:
     vocal_tract = check_vocal_tract(float(getattr(args, "vocal_tract", 1.0)))  # before any speech is made
     if engine == "intl":
         speech = intl_held_out_speech(args.sentences)
+    elif engine == "festival":
+        speech = festival_known_voice_speech(SENTENCES[: args.sentences])
     else:
         speech = (flite_held_out_speech if engine == "flite" else held_out_speech)(SENTENCES[: args.sentences])
     for utt in speech:
@@ -337,8 +365,8 @@ def run(args) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(f"machine: {out['machine']}")
-    print(f"{len(speech)} held-out utterances ({out['settings']['sentences']} sentences, "
-          f"{out['settings']['voices']} unseen {engine} voices); "
+    print(f"{len(speech)} utterances ({out['settings']['sentences']} sentences, {out['settings']['voices']} "
+          f"{'known' if engine == 'festival' else 'unseen'} {engine} voices); "
           f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
     print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
           f"{'vowel gap':>9} {'p10':>6} {'closure ms':>10}")
@@ -354,7 +382,7 @@ def run(args) -> int:
     plot = REPO / "docs" / "images" / PLOT_NAME[engine] if args.plot is None else args.plot
     out["plot"] = None
     if plot:
-        plot_traces(speech[0], first_gaps, fps, Path(plot))
+        plot_traces(speech[0], first_gaps, fps, Path(plot), voice_heard=engine == "festival")
         print(f"plot: {plot}")
         out["plot"] = Path(plot).name  # the report shows docs/images/<name>; set None once a later run draws over it
     if args.json:

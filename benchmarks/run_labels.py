@@ -77,6 +77,9 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "articulation-flite-vt105": ("`kfusion bench articulation --engine flite --vocal-tract 1.05 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.05,"),
           "articulation-flite-vt115": ("`kfusion bench articulation --engine flite --vocal-tract 1.15 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.15,"),
           "articulation-flite-vt130": ("`kfusion bench articulation --engine flite --vocal-tract 1.3 --plot ''`: the shipped stage-23 model on flite's held-out voice with every frequency scaled by 1.3,"),
+          "articulation-festival": ("`kfusion bench articulation --engine festival`: the shipped stage-23 model on "
+                                    "festival's English voices, which every training corpus holds, reading the "
+                                    "benchmark's sentences (the set-up of shared/RECIPES.md),"),
           "articulation-intl": ("`kfusion bench articulation --engine intl`: the shipped stage-23 model on festival's "
                                 "Italian, Czech, Finnish and Catalan voices that no corpus holds, each reading "
                                 "sentences in its own language,"),

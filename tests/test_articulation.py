@@ -196,6 +196,25 @@ def test_bench_articulation_intl_speaks_held_out_voices_in_their_languages(tmp_p
     assert all(len(v) == 10 for v in INTL_SENTENCES.values())
 
 
+@pytest.mark.skipif(shutil.which("festival") is None, reason="festival is not installed")
+def test_bench_articulation_festival_speaks_the_training_voices_in_three_renditions(tmp_path):
+    from benchmarks.bench_articulation import FESTIVAL_RENDITIONS
+    from benchmarks.report import build
+    from engine.cli import main
+    from export.synth import festival
+
+    results = tmp_path / "results"
+    assert main(["bench", "articulation", "--engine", "festival", "--sentences", "1", "--offline-ckpt", "",
+                 "--json", str(results / "articulation-festival.json"), "--plot", str(tmp_path / "f.png")]) == 0
+    d = json.loads((results / "articulation-festival.json").read_text())
+    n = len(festival.ENGLISH_VOICES) * len(FESTIVAL_RENDITIONS)
+    assert d["settings"]["utterances"] == n == len(d["streaming_by_voice"]) and d["settings"]["sentences"] == 1
+    assert {v.split()[0] for v in d["streaming_by_voice"]} == set(festival.ENGLISH_VOICES)
+    assert d["models"]["streaming"]["n_bilabials"] >= 5 * n and d["plot"] == "f.png"
+    assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation-festival"]
+    assert "every training corpus holds these voices" in (tmp_path / "RESULTS.md").read_text()
+
+
 @needs_flite
 def test_shipped_model_shuts_its_lips_for_flites_unseen_voice():
     """The closures the flite corpus bought (stage 23; the model card): on the first 8 sentences in flite's held-out
