@@ -93,9 +93,8 @@ VOCAL_TRACT_RANGE = (0.7, 1.4)
 FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
 # `--engine festival`: each English training voice as it is, 15 % slower 3 semitones up, 15 % faster 3 down.
 FESTIVAL_RENDITIONS = ((1.0, 0.0), (1.15, 3.0), (0.85, -3.0))
-# festival's voices come out at levels 13 dB apart (RMS -13 dBFS Italian to -26 dBFS Finnish), so
-# `--engine intl` speech is set to the level of the synthetic corpora (export.synth.cli.TARGET_RMS_DBFS).
-SPEECH_DBFS = -22.0
+# festival's voices come out at levels 13 dB apart (RMS -13 dBFS Italian to -26 dBFS Finnish), so their speech
+# is set to the level of the synthetic corpora (export.synth.cli.TARGET_RMS_DBFS).
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,17 +161,26 @@ def flite_held_out_speech(sentences=SENTENCES) -> list[dict]:
 
     from export.synth import flite
 
-    if set(flite.HELD_OUT_VOICES) & set(flite.TRAIN_VOICES) or not flite.HELD_OUT_VOICES:
-        raise ValueError(f"flite.HELD_OUT_VOICES {flite.HELD_OUT_VOICES} must be non-empty and outside TRAIN_VOICES")
+    _check_held_out(flite.HELD_OUT_VOICES, flite.TRAIN_VOICES, "flite.HELD_OUT_VOICES")
     reqs = [flite.FliteRequest(text, voice, stretch, semis) for text in sentences for voice in flite.HELD_OUT_VOICES
             for stretch, semis in FLITE_RENDITIONS]
     out = []
     for req in tqdm(reqs, desc="flite held-out speech", unit="utt"):
         audio, phones = flite.say(req)
-        voice = req.voice if (req.duration_stretch, req.pitch_semitones) == FLITE_RENDITIONS[0] else \
-            f"{req.voice} (x{req.duration_stretch:g} slower, {req.pitch_semitones:+g} st)"
-        out.append({"text": req.text, "voice": voice, "audio": audio, "phones": phones})
+        out.append({"text": req.text, "voice": rendition_name(req), "audio": audio, "phones": phones})
     return out
+
+
+def _check_held_out(held_out: tuple, train: tuple, name: str) -> None:
+    if set(held_out) & set(train) or not held_out:
+        raise ValueError(f"{name} {held_out} must be non-empty and outside the training voices {train}")
+
+
+def rendition_name(req) -> str:
+    """The voice, with its rate and pitch when they are not the voice's own."""
+    if (req.duration_stretch, req.pitch_semitones) == (1.0, 0.0):
+        return req.voice
+    return f"{req.voice} (x{req.duration_stretch:g}, {req.pitch_semitones:+g} st)"
 
 
 def intl_held_out_speech(n_sentences: int) -> list[dict]:
@@ -181,8 +189,7 @@ def intl_held_out_speech(n_sentences: int) -> list[dict]:
     from export.synth import festival
 
     held_out = festival.INTL_HELD_OUT_VOICES
-    if set(held_out) & set(festival.INTL_TRAIN_VOICES) or not held_out:
-        raise ValueError(f"festival.INTL_HELD_OUT_VOICES {held_out} must be non-empty and outside INTL_TRAIN_VOICES")
+    _check_held_out(held_out, festival.INTL_TRAIN_VOICES, "festival.INTL_HELD_OUT_VOICES")
     reqs = [festival.TtsRequest(text, voice) for voice in held_out
             for text in INTL_SENTENCES[festival.INTL_VOICES[voice]][:n_sentences]]
     return _festival_speech(reqs, "festival held-out voices")
@@ -199,20 +206,21 @@ def festival_known_voice_speech(sentences=SENTENCES) -> list[dict]:
 
 
 def _festival_speech(reqs: list, desc: str) -> list[dict]:
-    """Each request through festival, set to SPEECH_DBFS; voice names carry the rendition when it is not plain."""
+    """Each request through its own festival process, set to the corpora's speech level. One process each on
+    purpose: the Czech voices carry state from one utterance to the next within a process, so a batch would
+    make an utterance depend on the one before it."""
     from tqdm import tqdm
 
     from export.synth import festival
+    from export.synth.cli import TARGET_RMS_DBFS
 
     out = []
     with tempfile.TemporaryDirectory(prefix="kfusion-bench-festival-") as tmp:
         for req in tqdm(reqs, desc=desc, unit="utt"):
             (audio, phones), = festival.synthesize([req], Path(tmp))
-            audio = audio * (10 ** (SPEECH_DBFS / 20.0) / (float(np.sqrt(np.mean(audio**2))) + 1e-9))
-            plain = (req.duration_stretch, req.pitch_semitones) == (1.0, 0.0)
-            voice = req.voice if plain else f"{req.voice} (x{req.duration_stretch:g}, {req.pitch_semitones:+g} st)"
-            out.append({"text": req.text, "voice": voice, "audio": np.clip(audio, -1.0, 1.0).astype(np.float32),
-                        "phones": phones})
+            audio = audio * (10 ** (TARGET_RMS_DBFS / 20.0) / (float(np.sqrt(np.mean(audio**2))) + 1e-9))
+            out.append({"text": req.text, "voice": rendition_name(req),
+                        "audio": np.clip(audio, -1.0, 1.0).astype(np.float32), "phones": phones})
     return out
 
 
