@@ -7,14 +7,16 @@ times), a synthesiser whose other voices the model may have heard, or festival's
 other languages (`--engine intl`: Italian, Czech, Finnish and Catalan voices reading sentences written in
 their own language, their phones mapped to radio phones by export/synth/phonesets.py). `--engine festival`
 is the odd one out: festival's English voices, which every corpus holds, read the benchmark's sentences (new
-sentences, known voices: the set-up of ../shared/RECIPES.md). Each model's
+sentences, known voices: the set-up of ../shared/RECIPES.md). `--engine grid` is real speech: the pack's GRID
+test clips, their words read from their names and timed by aligning festival's voices onto them
+(benchmarks/articulation_real.py); their tracked lips are scored too, as `tracked_truth`. Each model's
 inner-lip gap is read at every bilabial (smallest gap) and open vowel (largest gap), export/articulation.py.
 Peer in the same run: the loudness regressor (louder = more open), fitted on the pack's train split.
 
 `--vocal-tract F` makes other speakers of the same voices: every frequency (formants and pitch) scaled by
 F, the duration kept (soxr resampling, then sox's WSOLA tempo; the round trip alone costs a few points).
 
-Usage: kfusion bench articulation [--engine espeak|flite|intl|festival] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
+Usage: kfusion bench articulation [--engine espeak|flite|intl|festival|grid] [--vocal-tract F] [--model ONNX] [--offline-ckpt CKPT]
        [--json PATH] [--plot PNG]
 """
 
@@ -30,64 +32,21 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from benchmarks.articulation_sentences import INTL_SENTENCES, SENTENCES
 from benchmarks.machine import run_date_utc
 
 REPO = Path(__file__).resolve().parents[1]
 # in docs/images, by --engine
 PLOT_NAME = {"espeak": "articulation.png", "flite": "articulation_flite.png", "intl": "articulation_intl.png",
-             "festival": "articulation_festival.png"}
+             "festival": "articulation_festival.png", "grid": "articulation_grid.png"}
+TRUTH = "tracked_truth"  # `--engine grid`: the clip's own tracked lips, scored like a model
 PEER = "loudness_regressor"
 # espeak-ng voice variants that no training corpus used (checked against export.synth.espeak.VARIANTS at run
 # time), each paired with one of the training accents in turn.
 HELD_OUT_VARIANTS = ("Alex", "Edward", "Gene", "John", "Lee", "Michel", "Mr_Serious", "Quincy", "Rob", "Zac",
                      "norbert", "shelby", "travis", "victor", "Alicia", "Belinda", "anika", "Andrea")
-SENTENCES = (
-    "Bob bought a map of the big bay by the boat.",
-    "My mom made apple pie for the baby.",
-    "Pam and Ben sat by the lamp at the top of the ramp.",
-    "A cup of warm soup helps me after a bad day.",
-    "The mob stopped the bus by the old pump.",
-    "Put the black pan back on the stove, Bill.",
-    "Barbara swam past the palm by the pond.",
-    "Mark paid for the map and a bottle of wine.",
-    "Palm trees bend in the hot summer wind.",
-    "Maybe the bright lamp will calm the small baby.",
-    "Pack the bags and park the car by the barn.",
-    "Bright bubbles popped above the bath.",
-    "The pilot banked the plane above the harbour.",
-    "Please pass the butter and the warm bread.",
-    "Bears might climb up the pine by the cabin.",
-    "A lot of people watched the parade from the bridge.",
-    "Amber lamps hung above the market stalls.",
-    "Father opened the box of old maps.",
-    "The cowboy lost his hat on the bumpy path.",
-    "Mabel hopes to buy a top hat in Bombay.",
-)
 VOICES_PER_SENTENCE = 2
-# `--engine intl`: sentences in each held-out festival voice's own language, written for this benchmark in
-# plain ASCII (festival's Czech and Finnish front ends take Latin-2 / Latin-1 bytes, so no diacritics).
-INTL_SENTENCES = {
-    "italian": ("Il babbo porta la mappa blu e poi mangia la pasta.", "Mamma compra un bel pomodoro per la zuppa.",
-                "Paolo ama ballare sulla spiaggia di Bari.", "Il bambino beve il latte dalla tazza bianca.",
-                "Maria prepara una buona pizza per il babbo.", "Un piccolo cane abbaia sempre a mezzanotte.",
-                "Bianca parla piano con il maestro di musica.", "Le pere e le mele sono sopra il tavolo.",
-                "Abbiamo preso il treno per Bologna ieri mattina.", "Il pittore dipinge un campo di papaveri."),
-    "czech": ("Babicka pije pivo a maminka pece buchty.", "Pan Novak ma maly byt v Praze.",
-              "Bara pomaha mame s obedem.", "Petr a Pavel jedou autobusem do Brna.",
-              "Mame doma bily papir a modrou barvu.", "Pes spi pod lampou u plotu.", "Maly Bobek papa polevku.",
-              "Po obede pujdeme na prochazku parkem.", "Baba bere maso z trhu.", "Tomas ma rad pomerance a banany."),
-    "finnish": ("Pappa ja mamma ajavat bussilla pois.", "Maija ostaa omenan ja banaanin kaupasta.",
-                "Pekka pelaa pallolla puistossa.", "Mummo paistaa pullaa aamulla.",
-                "Pieni poika ajaa punaisella pyoralla.", "Me menemme mokille maanantaina.",
-                "Puut ovat paksuja ja pitkia.", "Tampereen sataman laiva on iso.", "Kalle maalaa talon pihalla.",
-                "Marja ja Pauli ampuvat palloa maaliin."),
-    "catalan": ("El pare porta el mapa blau i menja pa amb tomaquet.", "La mare compra pomes al mercat de Barcelona.",
-                "Pau i Maria passegen per la platja.", "El meu amic beu aigua amb pressa.",
-                "Bona tarda, vols un entrepa de pernil?", "Les barques blanques estan al port.",
-                "Pere menja pa amb oli cada mati.", "La bomba ha petat a la placa.",
-                "Tinc moltes ganes de menjar mandarines.", "Un bon mapa ens ajuda a passejar."),
-}
-ENGINES = ("espeak", "flite", "intl", "festival")
+ENGINES = ("espeak", "flite", "intl", "festival", "grid")
 VOCAL_TRACT_RANGE = (0.7, 1.4)
 # flite's held-out voice, spoken twice per sentence: as it is, and 10 % slower and 3 semitones higher.
 FLITE_RENDITIONS = ((1.0, 0.0), (1.1, 3.0))  # (duration stretch, pitch shift in semitones)
@@ -103,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="espeak",
                    help="who speaks: espeak-ng variants no corpus used, flite's held-out voice, festival's "
                         "held-out Italian, Czech, Finnish and Catalan voices in their own languages, or festival's "
-                        "English voices, which every corpus holds (new sentences only)")
+                        "English voices, which every corpus holds (new sentences only), or real speech: the pack's "
+                        "GRID test clips, phones aligned from festival's renditions of their words")
     p.add_argument("--vocal-tract", dest="vocal_tract", type=float, default=1.0,
                    help="scale every frequency of the speech by this factor, duration kept (another speaker; "
                         f"{VOCAL_TRACT_RANGE[0]}-{VOCAL_TRACT_RANGE[1]}, 1 = as spoken)")
@@ -112,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bidirectional checkpoint, scored as `offline` when the file exists")
     p.add_argument("--sentences", type=int, default=len(SENTENCES),
                    help=f"score only the first N of the {len(SENTENCES)} sentences (quick checks; with --engine "
-                        "intl, the first N of each language's)")
+                        "intl, the first N of each language's; with --engine grid, the first N clips)")
     p.add_argument("--plot", default=None,
                    help="where to write the gap-trace picture ('' = none; default docs/images/" + PLOT_NAME["espeak"]
                         + ", or articulation_ENGINE.png with another --engine)")
@@ -243,11 +203,13 @@ def scale_vocal_tract(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def gap_and_events(predict, utt: dict, identity: np.ndarray, fps: int) -> tuple[np.ndarray, list[dict]]:
-    """Run one predictor (export.evaluate style: takes a segment-like object) on one utterance."""
+    """Run one predictor (export.evaluate style: takes a segment-like object) on one utterance. Real speech
+    brings its own identity (the tracked face's mean shape) and frame count (its `truth`)."""
     from export.articulation import inner_gap_pct, phone_events
 
-    n = int(np.ceil(len(utt["audio"]) / 16000 * fps))
-    seg = SimpleNamespace(audio=utt["audio"], identity=identity, canonical=np.zeros((n, 68, 2), np.float32))
+    n = len(utt["truth"]) if "truth" in utt else int(np.ceil(len(utt["audio"]) / 16000 * fps))
+    seg = SimpleNamespace(audio=utt["audio"], identity=utt.get("identity", identity),
+                          canonical=np.zeros((n, 68, 2), np.float32))
     gap = inner_gap_pct(predict(seg))
     return gap, phone_events(gap, utt["phones"], fps)
 
@@ -275,7 +237,7 @@ def build_models(args, fps: int) -> tuple[dict, dict]:
     return preds, info
 
 
-def plot_traces(utt: dict, gaps: dict, fps: int, out: Path, voice_heard: bool = False) -> None:
+def plot_traces(utt: dict, gaps: dict, fps: int, out: Path, heard: str = "a voice no model heard") -> None:
     """One utterance: each model's inner-lip gap over time, bilabials shaded red, open vowels blue."""
     import matplotlib
 
@@ -290,12 +252,12 @@ def plot_traces(utt: dict, gaps: dict, fps: int, out: Path, voice_heard: bool = 
             ax.axvspan(s, e, color="tab:red" if p in BILABIALS else "tab:blue", alpha=0.15, lw=0)
             ax.text(0.5 * (s + e), 1.0, p, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
     for name, g in gaps.items():
-        ax.plot(np.arange(len(g)) / fps, g, label=name, lw=1.6 if name == "streaming" else 1.0)
+        ax.plot(np.arange(len(g)) / fps, g, label=name, lw=1.6 if name in ("streaming", TRUTH) else 1.0,
+                color="black" if name == TRUTH else None)
     ax.axhline(CLOSED_GAP_PCT, color="tab:red", ls=":", lw=0.8)
     ax.axhline(OPEN_GAP_PCT, color="tab:blue", ls=":", lw=0.8)
     ax.set_xlabel("audio time (s)")
     ax.set_ylabel("inner-lip gap (% eye distance)")
-    heard = "a voice the model trained on, a new sentence" if voice_heard else "a voice no model heard"
     ax.set_title(f"\"{utt['text']}\" ({utt['voice']}, {heard}); red: p b m, blue: open vowels",
                  fontsize=9, pad=14)
     ax.legend(loc="upper right", fontsize=8)
@@ -314,6 +276,8 @@ def run(args) -> int:
         TARGET_CLOSED_FRACTION,
         TARGET_OPENED_FRACTION,
         TARGET_SEPARATION,
+        inner_gap_pct,
+        phone_events,
         summarise_events,
     )
 
@@ -326,7 +290,11 @@ def run(args) -> int:
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {ENGINES}, got {engine!r}")
     vocal_tract = check_vocal_tract(float(getattr(args, "vocal_tract", 1.0)))  # before any speech is made
-    if engine == "intl":
+    if engine == "grid":
+        from benchmarks.articulation_real import grid_speech
+
+        speech = grid_speech(args.sentences, fps)
+    elif engine == "intl":
         speech = intl_held_out_speech(args.sentences)
     elif engine == "festival":
         speech = festival_known_voice_speech(SENTENCES[: args.sentences])
@@ -347,6 +315,9 @@ def run(args) -> int:
                 voice_events.append(ev)
             if k == 0:
                 first_gaps[name] = gap
+    if all("truth" in u for u in speech):  # real speech: its tracked lips at the same phones
+        events[TRUTH] = [ev for u in speech for ev in phone_events(inner_gap_pct(u["truth"]), u["phones"], fps)]
+        first_gaps[TRUTH] = inner_gap_pct(speech[0]["truth"])
     models = {name: summarise_events(ev) for name, ev in events.items()}
     by_voice = {}  # the streaming model per voice: n, closed and opened fractions
     for utt, ev in zip(speech, voice_events):
@@ -374,7 +345,7 @@ def run(args) -> int:
     }
     print(f"machine: {out['machine']}")
     print(f"{len(speech)} utterances ({out['settings']['sentences']} sentences, {out['settings']['voices']} "
-          f"{'known' if engine == 'festival' else 'unseen'} {engine} voices); "
+          f"{'known' if engine == 'festival' else 'unseen'} {'GRID clips' if engine == 'grid' else engine + ' voices'}); "
           f"closed: gap <= {CLOSED_GAP_PCT} %, open: gap >= {OPEN_GAP_PCT} % of the eye distance")
     print(f"{'model':<20} {'closed':>7} {'opened':>7} {'separation':>10} {'p/b/m gap':>9} {'p90':>6} "
           f"{'vowel gap':>9} {'p10':>6} {'closure ms':>10}")
@@ -390,7 +361,9 @@ def run(args) -> int:
     plot = REPO / "docs" / "images" / PLOT_NAME[engine] if args.plot is None else args.plot
     out["plot"] = None
     if plot:
-        plot_traces(speech[0], first_gaps, fps, Path(plot), voice_heard=engine == "festival")
+        heard = {"festival": "a voice the model trained on, a new sentence",
+                 "grid": "real speech, a GRID speaker no model heard"}.get(engine, "a voice no model heard")
+        plot_traces(speech[0], first_gaps, fps, Path(plot), heard)
         print(f"plot: {plot}")
         out["plot"] = Path(plot).name  # the report shows docs/images/<name>; set None once a later run draws over it
     if args.json:

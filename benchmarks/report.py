@@ -192,11 +192,18 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
                    "corpus)",
            "festival": f"festival's English voices in {st['voices']} renditions (as they are, 15 % slower 3 semitones "
                        "up, 15 % faster 3 semitones down); every training corpus holds these voices, so only the "
-                       "sentences are new"}[engine]
+                       "sentences are new",
+           "grid": f"the speakers of {st['voices']} GRID clips of the pack's test split (real speech no model heard; "
+                   "the clips do not say which speaker is which)"}[engine]
     if st.get("vocal_tract", 1.0) != 1.0:
         who += f", every frequency scaled by {_fmt(st['vocal_tract'])} with the duration kept (`--vocal-tract`)"
-    lines += ["", (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by "
-                   f"{who}. Closed: the inner-lip gap "
+    said = (f"{st['utterances']} utterances: {st['sentences']} sentences written for this benchmark, spoken by {who}."
+            if engine != "grid" else
+            f"{st['utterances']} recordings: {st['sentences']} GRID sentences (their words are spelt by the clip names) "
+            f"spoken by {who}. The phone times come from festival's English voices saying the same words, warped onto "
+            "each recording (export/synth/align.py); `tracked_truth` is the clip's own tracked lips at those phones, "
+            "so its score says how far to trust the times and what a perfect model would reach.")
+    lines += ["", (f"{said} Closed: the inner-lip gap "
                    f"falls to {_fmt(st['closed_gap_pct'])} % of the eye distance or less during a p, b or m; open: it "
                    f"reaches {_fmt(st['open_gap_pct'])} % during an open vowel. Separation: the chance that an open "
                    f"vowel's widest gap beats a bilabial's narrowest. Our targets: closed >= {_fmt(t['closed_fraction'])}, "
@@ -220,7 +227,7 @@ def _articulation(name: str, d: dict, path: Path) -> list[str]:
         lines.append("")
     plot = d.get("plot", PLOT_NAME[engine])  # runs before the key existed wrote the default
     if plot:
-        whose = "a voice the model trained on" if engine == "festival" else "a held-out voice"
+        whose = {"festival": "a voice the model trained on", "grid": "real speech"}.get(engine, "a held-out voice")
         lines.append(f"![inner-lip gap on {whose}](../docs/images/{plot})")
     else:
         lines.append("(No picture is kept for this run.)")

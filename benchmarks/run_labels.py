@@ -83,6 +83,9 @@ RUN_BY = {"soak": SOAK_RUN.format("soak.json"), "soak-run2": SOAK_RUN.format("so
           "articulation-intl": ("`kfusion bench articulation --engine intl`: the shipped stage-23 model on festival's "
                                 "Italian, Czech, Finnish and Catalan voices that no corpus holds, each reading "
                                 "sentences in its own language,"),
+          "articulation-grid": ("`kfusion bench articulation --engine grid`: the shipped stage-23 model on real "
+                                "speech, the pack's GRID test clips, their p, b and m timed by aligning festival's "
+                                "renditions of their words,"),
           "articulation-flite-run3": ("`kfusion bench articulation --engine flite`: the shipped stage-23 model (half "
                                       "stage 6, half a fine-tune with 60 min of flite speech; `kfusion mix`),"),
           "capacity-at96-run2": ("`kfusion bench capacity --at 96 --repeats 3`, after the shipped model began asking "

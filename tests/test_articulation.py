@@ -246,3 +246,28 @@ def test_vocal_tract_scaling_keeps_the_length_and_raises_every_frequency(speech_
     assert scale_vocal_tract(speech_16k, 1.0) is speech_16k
     with pytest.raises(ValueError, match=r"--vocal-tract must be in 0.7..1.4, got 2.0"):
         scale_vocal_tract(speech_16k, 2.0)
+
+
+@pytest.mark.skipif(shutil.which("festival") is None, reason="festival is not installed")
+def test_bench_articulation_grid_scores_real_speech_and_its_tracked_lips(tmp_path):
+    """Real GRID recordings from the pack's test split, phones aligned from festival: the models and the clip's
+    own tracked lips are scored at the same phones."""
+    from benchmarks.bench_articulation import TRUTH
+    from benchmarks.report import build
+    from engine.cli import main
+
+    results = tmp_path / "results"
+    assert main(["bench", "articulation", "--engine", "grid", "--sentences", "4", "--offline-ckpt", "",
+                 "--json", str(results / "articulation-grid.json"), "--plot", str(tmp_path / "g.png")]) == 0
+    d = json.loads((results / "articulation-grid.json").read_text())
+    assert d["settings"]["utterances"] == 4 == len(d["streaming_by_voice"])
+    assert all(v.startswith("grid_") for v in d["streaming_by_voice"])
+    truth, s = d["models"][TRUTH], d["models"]["streaming"]
+    assert truth["n_bilabials"] == s["n_bilabials"] >= 4 and truth["n_open_vowels"] == s["n_open_vowels"] >= 4
+    # the phone times hold: the tracked lips are wider at open vowels than at p, b, m
+    assert truth["separation"] >= 0.9 and truth["open_vowel_gap_pct"] > OPEN_GAP_PCT
+    assert d["models"]["loudness_regressor"]["n_bilabials"] == s["n_bilabials"]
+    assert (tmp_path / "g.png").stat().st_size > 10_000
+    assert build(results, tmp_path / "RESULTS.md", tmp_path / "images") == ["articulation-grid"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert f"| {TRUTH} |" in text and "GRID sentences" in text and "real speech" in text
