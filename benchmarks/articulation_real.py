@@ -23,6 +23,7 @@ def grid_speech(n_clips: int, fps: int) -> list[dict]:
     shape (what `kfusion eval` gives the models)."""
     from tqdm import tqdm
 
+    from engine.config import SAMPLE_RATE_HZ
     from export.data.grid import grid_sentence
     from export.data.pack import PACK_DIR, load_manifest, load_segments
     from export.synth import festival
@@ -37,7 +38,7 @@ def grid_speech(n_clips: int, fps: int) -> list[dict]:
             segments.setdefault(seg.clip_id, []).append(seg)
     whole = sorted(cid for cid, segs in segments.items()  # a clip cut by a tracking gap no longer holds all its words
                    if len(segs) == 1 and segs[0].start_s == 0.0
-                   and len(segs[0].audio) / 16000 >= durations[cid] - 2.0 / fps)
+                   and len(segs[0].audio) / SAMPLE_RATE_HZ >= durations[cid] - 2.0 / fps)
     if len(segments) > len(whole):
         print(f"GRID clips not tracked in one piece, left out: {sorted(set(segments) - set(whole))}")
     out = []

@@ -69,17 +69,23 @@ def _cut(audio: np.ndarray, start_s: float, end_s: float) -> tuple[np.ndarray, f
     return np.asarray(audio[a:b], np.float32), a / SAMPLE_RATE_HZ
 
 
-def time_warp(real: np.ndarray, synth: np.ndarray, synth_phones: list[tuple[str, float, float]]):
-    """A function taking times (s) in `synth` to times in `real`, from the DTW path between the log-mels of their
-    speech (each with MARGIN_S around it)."""
-    import librosa
-
-    spoken = [(s, e) for p, s, e in synth_phones if p not in PAUSES]
+def spoken_span(phones: list[tuple[str, float, float]]) -> tuple[float, float]:
+    """(start_s, end_s) from a rendition's first to its last phone that is not a pause."""
+    spoken = [(s, e) for p, s, e in phones if p not in PAUSES]
     if not spoken:
         raise ValueError("the synthetic rendition holds only pauses")
-    synth, synth_t0 = _cut(synth, spoken[0][0], spoken[-1][1])
-    real, real_t0 = _cut(real, *speech_span(real))
-    x, y = alignment_features(synth), alignment_features(real)
+    return spoken[0][0], spoken[-1][1]
+
+
+def time_warp(real_features: np.ndarray, real_t0: float, synth: np.ndarray,
+              synth_phones: list[tuple[str, float, float]]):
+    """A function taking times (s) in `synth` to times in the recording, from the DTW path between the log-mels of
+    their speech (each with MARGIN_S around it). `real_features`: alignment_features of the recording's speech
+    cut, which starts at real_t0 s."""
+    import librosa
+
+    synth, synth_t0 = _cut(synth, *spoken_span(synth_phones))
+    x, y = alignment_features(synth), real_features
     _, path = librosa.sequence.dtw(X=x, Y=y, metric="cosine")
     sums = np.zeros(x.shape[1])
     counts = np.zeros(x.shape[1])
@@ -103,11 +109,14 @@ def align_phones(real: np.ndarray, renditions: list[tuple[np.ndarray, list[tuple
     if not renditions:
         raise ValueError("align_phones needs at least one (audio, phones) rendition of the words")
     sequence = [p for p, _, _ in renditions[0][1]]
+    spoken_span(renditions[0][1])  # words to warp, before the recording is read (the others spell the same)
+    speech, real_t0 = _cut(real, *speech_span(real))
+    real_features = alignment_features(speech)  # once, for every rendition
     timed = []
     for audio, phones in renditions:
         if [p for p, _, _ in phones] != sequence:
             continue
-        warp = time_warp(real, audio, phones)
+        warp = time_warp(real_features, real_t0, audio, phones)
         timed.append([(warp(s), warp(e)) for _, s, e in phones])
     t = np.median(np.asarray(timed, np.float64), axis=0)  # (n_renditions, n_phones, 2) -> (n_phones, 2)
     t = np.clip(t, 0.0, len(real) / SAMPLE_RATE_HZ)  # a pause may reach past the recording's ends
